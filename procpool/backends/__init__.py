@@ -1,0 +1,1 @@
+"""Backends: where worker processes run (local processes, or a Dask cluster)."""

@@ -1,0 +1,299 @@
+"""Local backend: one OS process per worker, one duplex pipe each.
+
+Runs in the caller's process, on the supervisor thread (only :meth:`wake`
+is called from other threads).
+
+Why one pipe per worker rather than a shared queue: a worker that dies while
+writing can only break its own pipe, never a lock the others need, and the
+supervisor always knows which tasks were sent to whom. All pipes, every
+process sentinel and a wake-up pipe sit in one ``selectors`` set, so the
+supervisor sleeps in a single blocking call until something happens.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import selectors
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from time import monotonic
+from typing import Any
+
+from procpool.backends import wire
+from procpool.backends.base import (
+    Backend,
+    Event,
+    TaskOutcome,
+    TaskSpec,
+    WorkerCreateFailed,
+    WorkerGone,
+    WorkerLeaving,
+    WorkerReady,
+    WorkerResults,
+)
+from procpool.backends.worker import WorkerSpec, worker_main
+from procpool.errors import RemoteError, RemoteTraceback, TaskPicklingError
+
+#: Time between SIGTERM and SIGKILL when a worker is terminated. Longer lets a
+#: task's own SIGTERM handler clean up; shorter frees the slot sooner.
+TERMINATE_GRACE_SECONDS = 0.2
+
+_WAKE, _CONN, _SENTINEL = 0, 1, 2
+_RAISED = (wire.RAISED, wire.RAISED_UNHEALTHY)
+
+
+class _LocalWorker:
+    __slots__ = ("conn", "destroy_error", "kill_at", "pid", "process", "progress", "worker_id")
+
+    def __init__(self, worker_id: int, process: BaseProcess, conn: Connection, progress: Any):
+        self.worker_id = worker_id
+        self.process = process
+        self.conn: Connection | None = conn
+        self.progress = progress
+        self.pid: int | None = process.pid
+        self.destroy_error: str | None = None
+        self.kill_at: float | None = None
+
+
+class LocalBackend(Backend):
+    """Worker processes on this machine, started with a multiprocessing context."""
+
+    def __init__(self, spec: WorkerSpec, start_method: str) -> None:
+        self._ctx = multiprocessing.get_context(start_method)
+        self._start_method = start_method
+        self._spec_bytes = wire.dumps(spec)
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._wake_pending = False
+        self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
+        self._workers: dict[int, _LocalWorker] = {}
+
+    # -- starting and stopping ---------------------------------------------
+
+    def start_worker(self, worker_id: int) -> None:
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        progress = self._ctx.RawArray("d", 2)
+        close_fd = parent_conn.fileno() if self._start_method == "fork" else None
+        process = self._ctx.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(child_conn, self._spec_bytes, progress, close_fd),
+            name=f"procpool-worker-{worker_id}",
+        )
+        process.start()
+        child_conn.close()
+        worker = _LocalWorker(worker_id, process, parent_conn, progress)
+        self._workers[worker_id] = worker
+        self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
+        self._selector.register(process.sentinel, selectors.EVENT_READ, (_SENTINEL, worker))
+
+    def retire(self, worker_id: int) -> None:
+        self._send_message(self._workers[worker_id], wire.Leave())
+
+    def terminate(self, worker_id: int, grace: float = TERMINATE_GRACE_SECONDS) -> None:
+        worker = self._workers.get(worker_id)
+        if worker is None or worker.process.exitcode is not None:
+            return
+        if grace <= 0:
+            worker.process.kill()
+            worker.kill_at = None
+            return
+        worker.process.terminate()
+        if worker.kill_at is None:
+            worker.kill_at = monotonic() + grace
+
+    def close(self) -> None:
+        for worker in list(self._workers.values()):
+            worker.process.kill()
+            worker.process.join()
+            self._forget(worker)
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    # -- work ----------------------------------------------------------------
+
+    def send(self, worker_id: int, tasks: Sequence[TaskSpec]) -> list[tuple[int, BaseException]]:
+        rejected: list[tuple[int, BaseException]] = []
+        try:
+            payload = wire.dumps([(t.fn, t.args, t.kwargs) for t in tasks])
+        except Exception:
+            sendable = []
+            for task in tasks:
+                try:
+                    wire.dumps((task.fn, task.args, task.kwargs))
+                    sendable.append(task)
+                except Exception as exc:
+                    text = wire.explain_unpicklable(task.fn, task.args, task.kwargs, exc)
+                    rejected.append((task.task_id, TaskPicklingError(text)))
+            tasks = sendable
+            payload = wire.dumps([(t.fn, t.args, t.kwargs) for t in tasks])
+        if tasks:
+            message = wire.RunBatch(tuple(t.task_id for t in tasks), payload)
+            self._send_message(self._workers[worker_id], message)
+        return rejected
+
+    def running_task(self, worker_id: int) -> tuple[int, float] | None:
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            return None
+        task_id = int(worker.progress[0])
+        return (task_id, worker.progress[1]) if task_id else None
+
+    def pid(self, worker_id: int) -> int | None:
+        worker = self._workers.get(worker_id)
+        return worker.pid if worker else None
+
+    def processes(self) -> dict[int, int]:
+        """``worker_id -> pid`` of every process this backend started and has not reaped."""
+        return {wid: w.pid for wid, w in self._workers.items() if w.pid is not None}
+
+    # -- events --------------------------------------------------------------
+
+    def wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"\0")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full (a wake-up is pending) or closed
+
+    def wait(self, timeout: float | None) -> list[Event]:
+        kill_due = [w.kill_at for w in self._workers.values() if w.kill_at is not None]
+        if kill_due:
+            until_kill = max(0.0, min(kill_due) - monotonic())
+            timeout = until_kill if timeout is None else min(timeout, until_kill)
+        events: list[Event] = []
+        for key, _ in self._selector.select(timeout):
+            kind, worker = key.data
+            if kind == _WAKE:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                # Cleared only after draining: a waker that finds the flag still set
+                # knows this thread has yet to return and look at the queues.
+                self._wake_pending = False
+            elif kind == _CONN:
+                if worker.conn is not None:
+                    self._read_one(worker, events)
+            elif worker.worker_id in self._workers:
+                self._on_exit(worker, events)
+        if kill_due:
+            now = monotonic()
+            for worker in self._workers.values():
+                if worker.kill_at is not None and worker.kill_at <= now:
+                    worker.process.kill()
+                    worker.kill_at = None
+        return events
+
+    def _on_exit(self, worker: _LocalWorker, events: list[Event]) -> None:
+        """The process ended: take every message it left in the pipe, then report."""
+        while worker.conn is not None and self._conn_has_data(worker.conn):
+            self._read_one(worker, events)
+        worker.process.join(timeout=1.0)
+        task_id = int(worker.progress[0])
+        events.append(
+            WorkerGone(
+                worker.worker_id,
+                worker.process.exitcode,
+                task_id or None,
+                worker.destroy_error,
+            )
+        )
+        self._forget(worker)
+
+    @staticmethod
+    def _conn_has_data(conn: Connection) -> bool:
+        try:
+            return conn.poll(0)
+        except (OSError, EOFError):
+            return False
+
+    def _forget(self, worker: _LocalWorker) -> None:
+        self._workers.pop(worker.worker_id, None)
+        self._close_conn(worker)
+        try:
+            self._selector.unregister(worker.process.sentinel)
+        except (KeyError, ValueError):
+            pass
+        try:
+            worker.process.close()
+        except ValueError:
+            pass  # still running: only after kill() without join
+
+    def _close_conn(self, worker: _LocalWorker) -> None:
+        if worker.conn is None:
+            return
+        try:
+            self._selector.unregister(worker.conn)
+        except (KeyError, ValueError):
+            pass
+        worker.conn.close()
+        worker.conn = None
+
+    def _send_message(self, worker: _LocalWorker, message: Any) -> None:
+        if worker.conn is None:
+            return
+        try:
+            worker.conn.send_bytes(wire.dumps_fast(message))
+        except OSError:
+            pass  # it died: its sentinel will tell, and its tasks are re-queued then
+
+    def _read_one(self, worker: _LocalWorker, events: list[Event]) -> None:
+        assert worker.conn is not None
+        try:
+            message = wire.loads(worker.conn.recv_bytes())
+        except (EOFError, OSError):
+            self._close_conn(worker)  # the sentinel reports the exit
+            return
+        wid = worker.worker_id
+        kind = type(message)
+        if kind is wire.Results:
+            events.append(WorkerResults(wid, _decode_results(message)))
+        elif kind is wire.Ready:
+            worker.pid = message.pid
+            events.append(WorkerReady(wid, message.pid, message.create_seconds))
+        elif kind is wire.Leaving:
+            events.append(WorkerLeaving(wid, message.reason))
+        elif kind is wire.Goodbye:
+            worker.destroy_error = message.destroy_error
+        elif kind is wire.CreateFailed:
+            events.append(WorkerCreateFailed(wid, message.message, message.traceback_text))
+
+
+def _decode_results(message: wire.Results) -> list[TaskOutcome]:
+    try:
+        items = wire.loads(message.payload)
+    except Exception as exc:
+        text = f"{type(exc).__qualname__}: {exc}"
+        items = [text] * len(message.task_ids)
+        outcomes: Sequence[int] = [wire.UNREADABLE_RESULT] * len(message.task_ids)
+    else:
+        outcomes = message.outcomes
+    decoded = []
+    for task_id, outcome, (started, finished), item in zip(
+        message.task_ids, outcomes, message.times, items, strict=True
+    ):
+        value = _rebuild_exception(item) if outcome in _RAISED else item
+        decoded.append(TaskOutcome(task_id, outcome, value, started, finished))
+    return decoded
+
+
+def _rebuild_exception(report: wire.ErrorReport) -> BaseException:
+    """The task's own exception with the worker's traceback as ``__cause__``."""
+    exc: BaseException
+    try:
+        if report.exception_bytes is None:
+            raise ValueError("not pickled")
+        exc = wire.loads(report.exception_bytes)
+        if not isinstance(exc, BaseException):
+            raise TypeError("not an exception")
+    except Exception:
+        exc = RemoteError(report.type_name, report.text, report.traceback_text)
+    exc.__cause__ = RemoteTraceback(report.traceback_text)
+    return exc

@@ -1,0 +1,131 @@
+"""The messages between the supervisor and a local worker process.
+
+One duplex pipe per worker carries them, one message per ``send_bytes``.
+Tasks and results travel in *batches*: when the pool is busy, one message
+moves many tasks, so pickling and system-call costs are paid per batch, not
+per task. Task ids travel outside the pickled payload, so that a payload that
+cannot be read still tells which tasks it held.
+
+Supervisor -> worker
+    :class:`RunBatch`  tasks to run, in order
+    :class:`Leave`     the graceful-exit sentinel: run ``on_destroy``, exit
+
+Worker -> supervisor
+    :class:`Ready`         ``on_create`` succeeded; tasks may come
+    :class:`CreateFailed`  ``on_create`` raised; the worker exits
+    :class:`Results`       outcomes of finished tasks, in the order they ran
+    :class:`Leaving`       the worker takes no more tasks (unhealthy, recycled)
+    :class:`Goodbye`       ``on_destroy`` ran; the process is about to exit
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, NamedTuple
+
+import cloudpickle
+
+# Outcome codes of one task inside :class:`Results`.
+OK = 0  #: payload item is the return value
+RAISED = 1  #: payload item is an :class:`ErrorReport`
+RAISED_UNHEALTHY = 2  #: as RAISED, and ``check_health`` called the worker unhealthy
+UNPICKLABLE_RESULT = 3  #: payload item is the text of the pickling error
+UNREADABLE_TASK = 4  #: the batch could not be unpickled in the worker; item is the error text
+UNREADABLE_RESULT = 5  #: (supervisor side) the results could not be unpickled; item is the text
+
+#: How task ids of a batch are numbered: plain ints, unique per manager.
+TaskId = int
+
+
+class RunBatch(NamedTuple):
+    task_ids: tuple[TaskId, ...]
+    #: ``dumps([(fn, args, kwargs), ...])`` in the order of ``task_ids``
+    payload: bytes
+
+
+class Leave(NamedTuple):
+    pass
+
+
+class Ready(NamedTuple):
+    pid: int
+    create_seconds: float
+
+
+class CreateFailed(NamedTuple):
+    message: str
+    traceback_text: str
+
+
+class ErrorReport(NamedTuple):
+    """A task's exception, pickled on its own so a bad one spoils nothing else."""
+
+    exception_bytes: bytes | None  # None when the exception could not be pickled
+    type_name: str
+    text: str
+    traceback_text: str
+
+
+class Results(NamedTuple):
+    task_ids: tuple[TaskId, ...]
+    outcomes: tuple[int, ...]
+    #: ``(started, finished)`` monotonic seconds per task, read in the worker
+    times: tuple[tuple[float, float], ...]
+    #: ``dumps([payload item, ...])``
+    payload: bytes
+
+
+class Leaving(NamedTuple):
+    reason: str
+
+
+class Goodbye(NamedTuple):
+    destroy_error: str | None
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle with cloudpickle, so lambdas and closures travel too."""
+    data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    return data
+
+
+def dumps_fast(obj: Any) -> bytes:
+    """Pickle with the C pickler, falling back to cloudpickle.
+
+    Results are usually plain data: the C pickler is several times faster
+    there, and cloudpickle still covers results such as lambdas.
+    """
+    try:
+        return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return dumps(obj)
+
+
+loads = pickle.loads
+
+
+def explain_unpicklable(
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+) -> str:
+    """Say which part of a task cannot be pickled: the function or which argument."""
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    parts: list[tuple[str, Any]] = [("the function", fn)]
+    parts += [(f"positional argument {i}", arg) for i, arg in enumerate(args)]
+    parts += [(f"keyword argument {key!r}", value) for key, value in kwargs.items()]
+    for label, obj in parts:
+        try:
+            dumps(obj)
+        except Exception as part_exc:
+            return (
+                f"task {name}: {label} ({_short_repr(obj)}, type {type(obj).__qualname__})"
+                f" cannot be pickled: {type(part_exc).__name__}: {part_exc}"
+            )
+    return f"task {name} cannot be pickled: {type(exc).__name__}: {exc}"
+
+
+def _short_repr(obj: Any, limit: int = 80) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__} object>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

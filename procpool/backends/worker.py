@@ -1,0 +1,241 @@
+"""The worker process: build one resource, run many tasks with it, leave.
+
+Everything here runs *in the worker process*. The loop is deliberately
+plain: receive a batch, run its tasks in order, send results back in
+batches, and leave on the sentinel, on an unhealthy error or when recycled.
+
+Two things make crashes explainable to the supervisor:
+
+* a shared two-slot array (``progress``) holds the id and start time of the
+  running task, so after a crash the supervisor knows which task was running
+  (and when a timed task started) without a message per task;
+* results are flushed before the worker blocks, and at least every
+  :data:`FLUSH_SECONDS` while it is busy, so little is ever unsent.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from time import monotonic
+from typing import Any
+
+from procpool.backends import wire
+
+#: Longest a finished result waits in the worker before it is sent while the
+#: worker is still busy with its batch. Longer batches fewer results per
+#: message (cheaper); shorter lets the supervisor refill the worker sooner and
+#: bounds what a crash can take with it.
+FLUSH_SECONDS = 0.0005
+
+#: After the supervisor disappears, how long an idle worker may spend in
+#: ``on_destroy`` before the process ends anyway.
+ORPHAN_GRACE_SECONDS = 1.0
+
+#: Exit code of a worker that left because its supervisor died.
+EXIT_ORPHANED = 70
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to know, sent once (cloudpickled) at start."""
+
+    on_create: Callable[[], Any]
+    on_destroy: Callable[[Any], None] | None
+    check_health: Callable[[BaseException], bool] | None
+    max_tasks: int | None
+    max_memory: int | None
+
+
+def _watch_supervisor(conn: Connection, exiting: threading.Event) -> None:
+    """Leave when the supervisor's end of the pipe closes (it died).
+
+    Runs on a daemon thread, so even a worker deep inside a long task notices.
+    ``POLLRDHUP`` reports the peer's close without consuming data.
+    """
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLRDHUP)
+    while True:
+        events = poller.poll()
+        if any(mask & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, mask in events):
+            break
+    exiting.wait(ORPHAN_GRACE_SECONDS)
+    os._exit(EXIT_ORPHANED)
+
+
+def _error_report(exc: BaseException) -> wire.ErrorReport:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    exc.__traceback__ = None  # frames keep arguments alive; the text is enough
+    try:
+        exc_bytes: bytes | None = wire.dumps_fast(exc)
+    except Exception:
+        exc_bytes = None
+    return wire.ErrorReport(exc_bytes, type(exc).__qualname__, str(exc), text)
+
+
+class _Outbox:
+    """Finished results not yet sent, flushed as one :class:`wire.Results`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.ids: list[int] = []
+        self.outcomes: list[int] = []
+        self.times: list[tuple[float, float]] = []
+        self.items: list[Any] = []
+        self.last_flush = monotonic()
+
+    def add(self, task_id: int, outcome: int, times: tuple[float, float], item: Any) -> None:
+        self.ids.append(task_id)
+        self.outcomes.append(outcome)
+        self.times.append(times)
+        self.items.append(item)
+
+    def flush(self) -> None:
+        self.last_flush = monotonic()
+        if not self.ids:
+            return
+        try:
+            body = wire.dumps_fast(self.items)
+        except Exception:
+            body = wire.dumps_fast(self._replace_unpicklable())
+        message = wire.Results(tuple(self.ids), tuple(self.outcomes), tuple(self.times), body)
+        self.ids, self.outcomes, self.times, self.items = [], [], [], []
+        self.conn.send_bytes(wire.dumps_fast(message))
+
+    def _replace_unpicklable(self) -> list[Any]:
+        """Find the results that cannot be pickled; send their errors instead."""
+        items = []
+        for i, item in enumerate(self.items):
+            try:
+                wire.dumps_fast(item)
+                items.append(item)
+            except Exception as exc:
+                self.outcomes[i] = wire.UNPICKLABLE_RESULT
+                items.append(f"{type(item).__module__}.{type(item).__qualname__}: {exc}")
+        return items
+
+
+def _is_healthy(check_health: Callable[[BaseException], bool] | None, exc: BaseException) -> bool:
+    if check_health is None:
+        return True
+    try:
+        return bool(check_health(exc))
+    except BaseException:
+        return False  # a failing health check is itself a sign of trouble
+
+
+def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> str | None:
+    """Run tasks until told to leave. Returns why the worker leaves on its own."""
+    pending: deque[tuple[int, Any, tuple[Any, ...], dict[str, Any]]] = deque()
+    outbox = _Outbox(conn)
+    rss_reader = _rss_reader() if spec.max_memory else None
+    tasks_done = 0
+    while True:
+        if not pending:
+            outbox.flush()
+            message = wire.loads(conn.recv_bytes())
+            if type(message) is wire.Leave:
+                return None
+            _unpack(message, pending, outbox)
+            continue
+        task_id, fn, args, kwargs = pending.popleft()
+        started = monotonic()
+        progress[1] = started
+        progress[0] = task_id
+        try:
+            item = fn(resource, *args, **kwargs)
+            outcome = wire.OK
+        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the worker lives
+            healthy = _is_healthy(spec.check_health, exc)
+            outcome = wire.RAISED if healthy else wire.RAISED_UNHEALTHY
+            item = _error_report(exc)
+        finished = monotonic()
+        progress[0] = 0.0
+        del fn, args, kwargs
+        outbox.add(task_id, outcome, (started, finished), item)
+        del item
+        tasks_done += 1
+        reason = None
+        if outcome == wire.RAISED_UNHEALTHY:
+            reason = "unhealthy"
+        elif spec.max_tasks is not None and tasks_done >= spec.max_tasks:
+            reason = "max_tasks_per_worker reached"
+        elif rss_reader is not None and spec.max_memory and rss_reader() > spec.max_memory:
+            reason = "max_memory_per_worker exceeded"
+        if reason is not None:
+            outbox.flush()
+            conn.send_bytes(wire.dumps_fast(wire.Leaving(reason)))
+            return reason
+        if finished - outbox.last_flush >= FLUSH_SECONDS:
+            outbox.flush()
+
+
+def _unpack(message: wire.RunBatch, pending: deque[Any], outbox: _Outbox) -> None:
+    try:
+        tasks = wire.loads(message.payload)
+    except BaseException as exc:
+        # The supervisor re-sends these one by one to find the bad one.
+        text = f"{type(exc).__qualname__}: {exc}"
+        now = monotonic()
+        for task_id in message.task_ids:
+            outbox.add(task_id, wire.UNREADABLE_TASK, (now, now), text)
+        return
+    pending.extend((task_id, *task) for task_id, task in zip(message.task_ids, tasks, strict=True))
+
+
+def _rss_reader() -> Callable[[], int]:
+    import psutil
+
+    me = psutil.Process()
+    return lambda: int(me.memory_info().rss)
+
+
+def worker_main(conn: Connection, spec_bytes: bytes, progress: Any, close_fd: int | None) -> None:
+    """Entry point of a worker process (the ``target`` of its Process)."""
+    if close_fd is not None:
+        os.close(close_fd)  # "fork" copied the supervisor's end of our pipe; drop it
+    # Ctrl-C in a terminal reaches the whole process group: let the caller's
+    # process decide what happens, instead of every task dying mid-way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exiting = threading.Event()
+    threading.Thread(
+        target=_watch_supervisor, args=(conn, exiting), name="procpool-lifeline", daemon=True
+    ).start()
+    started = monotonic()
+    try:
+        spec: WorkerSpec = wire.loads(spec_bytes)
+        resource = spec.on_create()
+    except BaseException as exc:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        message = f"on_create raised {type(exc).__qualname__}: {exc}"
+        _send_quietly(conn, wire.CreateFailed(message, text))
+        exiting.set()
+        os._exit(1)
+    _send_quietly(conn, wire.Ready(os.getpid(), monotonic() - started))
+    try:
+        _serve(conn, spec, resource, progress)
+    except (EOFError, OSError):
+        pass  # the supervisor went away: still release the resource below
+    destroy_error = None
+    if spec.on_destroy is not None:
+        try:
+            spec.on_destroy(resource)
+        except BaseException as exc:
+            destroy_error = f"on_destroy raised {type(exc).__qualname__}: {exc}"
+    del resource
+    _send_quietly(conn, wire.Goodbye(destroy_error))
+    exiting.set()
+
+
+def _send_quietly(conn: Connection, message: Any) -> None:
+    try:
+        conn.send_bytes(wire.dumps_fast(message))
+    except (OSError, ValueError):
+        pass  # nobody is listening any more

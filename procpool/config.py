@@ -1,0 +1,144 @@
+"""Config: every knob of a :class:`~procpool.TaskManager`, checked at once.
+
+A wrong value raises ``TypeError`` or ``ValueError`` naming the field and
+what it accepts, when the Config is built, not later inside a worker.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+R = TypeVar("R")
+
+#: Start methods a user may ask for.
+START_METHODS = ("fork", "forkserver", "spawn")
+
+
+def default_start_method() -> str:
+    """``forkserver`` where the platform has it, else ``spawn``.
+
+    The supervisor runs threads, and ``fork`` from a threaded process can
+    copy a lock held by another thread into the child, which then deadlocks
+    (Python 3.12+ warns about it). ``forkserver`` forks from a clean,
+    single-threaded server process: as safe as ``spawn`` and much faster after
+    the first worker (see BENCHMARKS.md, "Worker start-up").
+    """
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+def _default_worker_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Config(Generic[R]):
+    """How a TaskManager builds and runs its workers.
+
+    ``on_create`` is required: it runs once in every worker process and
+    returns the resource (a model, a compiled rule set, ...) that every task
+    of that worker receives as its first argument.
+    """
+
+    on_create: Callable[[], R]
+    #: Runs in the worker with its resource when the worker leaves gracefully.
+    on_destroy: Callable[[R], None] | None = None
+    #: Base workers, always kept alive.
+    worker_count: int = field(default_factory=_default_worker_count)
+    #: Upper bound of base + burst workers; None means ``worker_count`` (no bursting).
+    max_worker_count: int | None = None
+    #: Seconds between burst decisions; None or 0 disables bursting.
+    burst_interval: float | None = 0.2
+    #: Retries of a task that failed on an unhealthy worker; 0 means none.
+    max_retries: int = 0
+    #: ``check_health(exc) -> bool``: False means the worker's resource is broken.
+    check_health: Callable[[BaseException], bool] | None = None
+    #: Worker processes reserved for ``run_task``.
+    resource_pool_size: int = 1
+    #: ``None`` picks :func:`default_start_method`; else one of :data:`START_METHODS`.
+    start_method: str | None = None
+    #: Default timeout of every task in seconds; None means no limit.
+    task_timeout: float | None = None
+    #: Recycle a worker after this many tasks; None means never.
+    max_tasks_per_worker: int | None = None
+    #: Recycle a worker whose RSS exceeds this many bytes after a task; None means never.
+    max_memory_per_worker: int | None = None
+    #: Seconds of history behind arrival and completion rates.
+    metrics_window: float = 2.0
+    #: A user metrics collector (a :class:`procpool.MetricsCollector`); None: the built-in one.
+    collector: Any = None
+    #: Write :meth:`TaskManager.dump_stats` to this JSON file every ``stats_dump_interval``.
+    stats_dump_path: str | os.PathLike[str] | None = None
+    stats_dump_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_callable("on_create", self.on_create, required=True)
+        _check_callable("on_destroy", self.on_destroy)
+        _check_callable("check_health", self.check_health)
+        _check_int("worker_count", self.worker_count, minimum=1)
+        if self.max_worker_count is not None:
+            _check_int("max_worker_count", self.max_worker_count, minimum=self.worker_count,
+                       hint="(it must be >= worker_count)")
+        _check_seconds("burst_interval", self.burst_interval, allow_zero=True)
+        _check_int("max_retries", self.max_retries, minimum=0)
+        _check_int("resource_pool_size", self.resource_pool_size, minimum=0)
+        if self.start_method is not None:
+            allowed = [m for m in START_METHODS if m in multiprocessing.get_all_start_methods()]
+            if self.start_method not in allowed:
+                raise ValueError(
+                    f"Config.start_method must be None or one of {allowed}, "
+                    f"got {self.start_method!r}"
+                )
+        _check_seconds("task_timeout", self.task_timeout)
+        if self.max_tasks_per_worker is not None:
+            _check_int("max_tasks_per_worker", self.max_tasks_per_worker, minimum=1)
+        if self.max_memory_per_worker is not None:
+            _check_int("max_memory_per_worker", self.max_memory_per_worker, minimum=1)
+        _check_seconds("metrics_window", self.metrics_window, required=True)
+        _check_seconds("stats_dump_interval", self.stats_dump_interval, required=True)
+
+    @property
+    def effective_max_workers(self) -> int:
+        return self.worker_count if self.max_worker_count is None else self.max_worker_count
+
+    @property
+    def bursting(self) -> bool:
+        """True when the burst loop can start extra workers."""
+        return bool(self.burst_interval) and self.effective_max_workers > self.worker_count
+
+    @property
+    def effective_start_method(self) -> str:
+        return self.start_method or default_start_method()
+
+
+def _check_callable(name: str, value: object, required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if not callable(value):
+        need = "a callable" if required else "a callable or None"
+        raise TypeError(f"Config.{name} must be {need}, got {value!r}")
+
+
+def _check_int(name: str, value: object, minimum: int, hint: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Config.{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"Config.{name} must be >= {minimum}{' ' + hint if hint else ''}, "
+                         f"got {value}")
+
+
+def _check_seconds(name: str, value: object, allow_zero: bool = False,
+                   required: bool = False) -> None:
+    if value is None and not required:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        kind = "a number of seconds" if required else "a number of seconds or None"
+        raise TypeError(f"Config.{name} must be {kind}, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"Config.{name} must be a finite number {bound} (seconds), got {value}")

@@ -1,0 +1,295 @@
+"""TaskManager: the public face of a pool of resource-owning workers.
+
+Callable from any thread. The work happens on the supervisor thread (see
+:mod:`procpool.supervisor`) and in the worker processes; this class only
+builds tasks, hands them over and waits when asked to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import itertools
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from time import monotonic
+from typing import Any, Generic, TypeVar
+
+from procpool.backends.base import Backend
+from procpool.config import Config, _check_seconds
+from procpool.errors import ShutdownError
+from procpool.metrics import Metrics
+from procpool.supervisor import Stats, Supervisor, _live_supervisors
+from procpool.tasks import Task, TaskFuture
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+def _make_backend(config: Config[Any]) -> Backend:
+    from procpool.backends.local import LocalBackend
+    from procpool.backends.worker import WorkerSpec
+
+    spec = WorkerSpec(
+        on_create=config.on_create,
+        on_destroy=config.on_destroy,
+        check_health=config.check_health,
+        max_tasks=config.max_tasks_per_worker,
+        max_memory=config.max_memory_per_worker,
+    )
+    return LocalBackend(spec, config.effective_start_method)
+
+
+class TaskManager(Generic[R]):
+    """Runs ``fn(resource, *args, **kwargs)`` on worker processes that each own a resource.
+
+    Each worker calls ``config.on_create()`` once, runs many tasks with the
+    resource it returned, and calls ``config.on_destroy(resource)`` when it
+    leaves. The constructor returns once every base and reserved worker is
+    ready, and raises :class:`~procpool.ResourceCreationError` (leaving no
+    process behind) if any ``on_create`` fails.
+
+    Use it as a context manager: ``__exit__`` calls :meth:`stop`, which runs
+    every queued task first. It is *not* a thread pool: tasks run in other
+    processes, so they receive copies of their arguments.
+    """
+
+    def __init__(self, config: Config[R], *, _backend: Backend | None = None) -> None:
+        if not isinstance(config, Config):
+            raise TypeError(f"TaskManager needs a procpool.Config, got {type(config).__name__}")
+        self.config = config
+        backend = _backend if _backend is not None else _make_backend(config)
+        self._supervisor = Supervisor(config, backend)
+        self._stop_lock = threading.Lock()
+        _live_supervisors.add(self._supervisor)
+        self._supervisor.start()
+        # A manager the caller forgot still drains and exits: the supervisor
+        # thread holds no reference to this facade, only to the supervisor.
+        weakref.finalize(self, self._supervisor.begin_stop)
+
+    # -- submitting -------------------------------------------------------------
+
+    def submit(
+        self,
+        fn: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        priority: bool = False,
+        once: bool = False,
+        timeout: float | None = None,
+    ) -> TaskFuture[T]:
+        """Queue ``fn(resource, *args, **kwargs)``; the general form of every ``queue_task*``.
+
+        ``priority`` tasks all start before any normal task; ``once`` tasks are
+        never retried; ``timeout`` (seconds) overrides ``Config.task_timeout``.
+        """
+        return self._submit(fn, tuple(args), kwargs or {}, priority, once, timeout, False)
+
+    def queue_task(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TaskFuture[T]:
+        """Queue a normal task; retried on an unhealthy or crashed worker if allowed."""
+        return self._submit(fn, args, kwargs, False, False, None, False)
+
+    def queue_task_with_priority(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> TaskFuture[T]:
+        """Queue a task that starts before every normal task."""
+        return self._submit(fn, args, kwargs, True, False, None, False)
+
+    def queue_task_once(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TaskFuture[T]:
+        """Queue a task that is never retried."""
+        return self._submit(fn, args, kwargs, False, True, None, False)
+
+    def queue_task_with_priority_once(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> TaskFuture[T]:
+        """Queue a priority task that is never retried."""
+        return self._submit(fn, args, kwargs, True, True, None, False)
+
+    def run_task(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a task now, bypassing the queues, and return its result.
+
+        It runs on one of ``resource_pool_size`` reserved workers; when all of
+        them are busy, on a temporary worker started for this call (it runs
+        ``on_create`` and ``on_destroy`` like any other) and retired after it.
+        """
+        return self._submit(fn, args, kwargs, False, False, None, True).result()
+
+    def _submit(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        priority: bool,
+        once: bool,
+        timeout: float | None,
+        immediate: bool,
+    ) -> TaskFuture[T]:
+        if not callable(fn):
+            raise TypeError(f"a task must be callable, got {type(fn).__name__} {fn!r}")
+        if timeout is None:
+            timeout = self.config.task_timeout
+        else:
+            _check_seconds("timeout", timeout)
+        future: TaskFuture[T] = TaskFuture()
+        task = Task(0, fn, args, kwargs, future, priority=priority, once=once,
+                    timeout=timeout, immediate=immediate, queued_at=monotonic())
+        future._task = task
+        future._owner = weakref.ref(self._supervisor)
+        self._supervisor.submit(task)
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        timeout: float | None = None,
+    ) -> Iterator[T]:
+        """Like built-in ``map``, run on the pool: results in input order.
+
+        Every item is queued at once (as ``concurrent.futures`` does);
+        ``chunksize > 1`` sends that many items per task, cutting per-task
+        overhead for small items. ``timeout`` bounds the wait for all results,
+        counted from this call. Leaving the loop early cancels what is queued.
+        """
+        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+            raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
+        items = zip(*iterables)  # noqa: B905 -- like map(): stop at the shortest
+        futures: list[Future[Any]] = []
+        now = monotonic()
+        tasks = []
+        if chunksize == 1:
+            calls: Iterable[tuple[Any, tuple[Any, ...]]] = ((fn, item) for item in items)
+        else:
+            calls = (
+                (_run_chunk, (fn, chunk))
+                for chunk in iter(lambda: list(itertools.islice(items, chunksize)), [])
+            )
+        owner = weakref.ref(self._supervisor)
+        for call, call_args in calls:
+            future: TaskFuture[Any] = TaskFuture()
+            task = Task(0, call, call_args, {}, future, priority=False, once=False,
+                        timeout=self.config.task_timeout, immediate=False, queued_at=now)
+            future._task = task
+            future._owner = owner
+            tasks.append(task)
+            futures.append(future)
+        self._supervisor.submit_many(tasks)
+        return _ordered_results(futures, chunksize > 1, None if timeout is None else now + timeout)
+
+    # -- asyncio ----------------------------------------------------------------
+
+    async def queue_task_async(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``await`` form of :meth:`queue_task`; cancelling the await cancels a queued task."""
+        return await asyncio.wrap_future(self.queue_task(fn, *args, **kwargs))
+
+    async def queue_task_with_priority_async(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> T:
+        return await asyncio.wrap_future(self.queue_task_with_priority(fn, *args, **kwargs))
+
+    async def queue_task_once_async(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return await asyncio.wrap_future(self.queue_task_once(fn, *args, **kwargs))
+
+    async def queue_task_with_priority_once_async(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> T:
+        return await asyncio.wrap_future(self.queue_task_with_priority_once(fn, *args, **kwargs))
+
+    async def run_task_async(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``await`` form of :meth:`run_task`: the event loop is not blocked."""
+        future = self._submit(fn, args, kwargs, False, False, None, True)
+        return await asyncio.wrap_future(future)
+
+    # -- control ----------------------------------------------------------------
+
+    def cancel(self, future: Future[Any], *, terminate: bool = False) -> bool:
+        """Cancel a task: queued ones always; a running one only with ``terminate=True``,
+        which terminates its worker (a replacement starts) and fails the future with
+        ``CancelledError``."""
+        if future.cancel():
+            return True
+        task = getattr(future, "_task", None)
+        if not terminate or task is None or future.done():
+            return False
+        self._supervisor.request_terminate(task)
+        return True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Refuse new tasks, run every queued one, then let every worker leave gracefully.
+
+        Returns when all worker processes have exited. If that takes longer
+        than ``timeout`` seconds, escalates to :meth:`kill` (and logs it).
+        Idempotent and safe from several threads.
+        """
+        self._supervisor.begin_stop()
+        if self._supervisor.join(timeout):
+            return
+        if threading.current_thread().name == "procpool-supervisor":
+            return
+        from loguru import logger
+
+        logger.warning("procpool stop() did not finish within {} s; killing the pool", timeout)
+        self.kill()
+
+    def kill(self) -> None:
+        """Cancel queued tasks, terminate every worker now, fail running tasks with
+        :class:`~procpool.ShutdownError`. Returns when every process is gone. Idempotent,
+        also during or after :meth:`stop`."""
+        for task in self._supervisor.begin_kill():
+            if not task.future.cancel():
+                task.fail(ShutdownError(f"{task.describe()} was dropped: the manager was killed"))
+        self._supervisor.join()
+
+    def __enter__(self) -> TaskManager[R]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- looking ----------------------------------------------------------------
+
+    def stats(self) -> Stats:
+        """Workers and queues right now."""
+        return self._supervisor.stats()
+
+    def metrics(self) -> Metrics:
+        """Rates, execution-time percentiles and totals (see :class:`procpool.Metrics`)."""
+        return self._supervisor.metrics()
+
+    @property
+    def stopped(self) -> bool:
+        """True once every worker has exited after :meth:`stop` or :meth:`kill`."""
+        return self._supervisor.finished
+
+
+def _run_chunk(resource: Any, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
+    """Runs in the worker: one task that calls ``fn`` on each item of a ``map`` chunk."""
+    return [fn(resource, *item) for item in chunk]
+
+
+def _ordered_results(
+    futures: list[Future[Any]], chunked: bool, deadline: float | None
+) -> Iterator[Any]:
+    try:
+        for future in futures:
+            remaining = None if deadline is None else max(0.0, deadline - monotonic())
+            if chunked:
+                yield from future.result(remaining)
+            else:
+                yield future.result(remaining)
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    """At interpreter exit, a manager nobody stopped drains its queue and stops."""
+    for supervisor in list(_live_supervisors):
+        supervisor.begin_stop()
+    for supervisor in list(_live_supervisors):
+        supervisor.join()

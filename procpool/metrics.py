@@ -1,0 +1,143 @@
+"""Metrics: what the pool did, over a sliding window and over its life.
+
+The built-in :class:`DefaultCollector` keeps O(1) memory per task: rates come
+from a ring of time buckets and percentiles from a log-bucketed histogram,
+never from a list of every duration. A user may plug in any object with the
+same five methods (:class:`MetricsCollector`) through ``Config.collector``.
+
+Thread safety: the collector is called from the supervisor thread (results)
+and from caller threads (arrivals), so the default one holds a lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from time import monotonic
+from typing import Protocol, runtime_checkable
+
+from procpool.policy.rates import DurationHistogram, RateWindow
+
+
+@dataclass(frozen=True)
+class TaskStamps:
+    """When a task was queued, started and finished (``time.monotonic()`` seconds).
+
+    ``started`` and ``finished`` are read in the worker: on the platforms
+    procpool runs on, the monotonic clock is shared by all processes.
+    """
+
+    queued: float
+    started: float
+    finished: float
+
+    @property
+    def wait_time(self) -> float:
+        return max(0.0, self.started - self.queued)
+
+    @property
+    def execution_time(self) -> float:
+        return max(0.0, self.finished - self.started)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """A frozen view of the pool's performance. Times in seconds, rates in tasks/s."""
+
+    task_arrival_rate: float
+    task_completion_rate: float
+    average_execution_time: float
+    min_execution_time: float
+    max_execution_time: float
+    p95_execution_time: float
+    p99_execution_time: float
+    average_wait_time: float
+    total_tasks_completed: int
+    total_tasks_failed: int
+    total_tasks_retried: int
+    success_rate: float
+    failure_rate: float
+
+
+@runtime_checkable
+class MetricsCollector(Protocol):
+    """What ``Config.collector`` must provide (the Go original's MetricsCollector)."""
+
+    def record_arrival(self) -> None: ...
+    def record_completion(self, stamps: TaskStamps) -> None: ...
+    def record_failure(self, stamps: TaskStamps) -> None: ...
+    def record_retry(self) -> None: ...
+    def metrics(self) -> Metrics: ...
+
+
+class DefaultCollector:
+    """Windowed rates and bounded histograms behind one lock.
+
+    ``window`` (seconds, default 2.0) is how far back the rates look: shorter
+    reacts faster to load changes, longer is steadier. If in doubt, keep 2.0.
+    """
+
+    def __init__(self, window: float = 2.0) -> None:
+        self._lock = threading.Lock()
+        self._arrivals = RateWindow(window)
+        self._endings = RateWindow(window)  # completions and failures: work that left
+        self._execution = DurationHistogram()
+        self._wait_total = 0.0
+        self._waits = 0
+        self._completed = 0
+        self._failed = 0
+        self._retried = 0
+
+    def record_arrival(self) -> None:
+        now = monotonic()
+        with self._lock:
+            self._arrivals.record(now)
+
+    def record_completion(self, stamps: TaskStamps) -> None:
+        self._record_end(stamps, failed=False)
+
+    def record_failure(self, stamps: TaskStamps) -> None:
+        self._record_end(stamps, failed=True)
+
+    def _record_end(self, stamps: TaskStamps, failed: bool) -> None:
+        now = monotonic()
+        with self._lock:
+            self._endings.record(now)
+            if failed:
+                self._failed += 1
+            else:
+                self._completed += 1
+            if stamps.finished > stamps.started:
+                self._execution.record(stamps.execution_time)
+                self._wait_total += stamps.wait_time
+                self._waits += 1
+
+    def record_retry(self) -> None:
+        with self._lock:
+            self._retried += 1
+
+    def recent_mean_execution(self) -> float | None:
+        """Recent mean execution time, or None before the first task ended."""
+        with self._lock:
+            return self._execution.recent_mean if self._execution.count else None
+
+    def metrics(self) -> Metrics:
+        now = monotonic()
+        with self._lock:
+            hist = self._execution
+            ended = self._completed + self._failed
+            return Metrics(
+                task_arrival_rate=self._arrivals.rate(now),
+                task_completion_rate=self._endings.rate(now),
+                average_execution_time=hist.mean,
+                min_execution_time=hist.min,
+                max_execution_time=hist.max,
+                p95_execution_time=hist.percentile(95),
+                p99_execution_time=hist.percentile(99),
+                average_wait_time=self._wait_total / self._waits if self._waits else 0.0,
+                total_tasks_completed=self._completed,
+                total_tasks_failed=self._failed,
+                total_tasks_retried=self._retried,
+                success_rate=self._completed / ended if ended else 0.0,
+                failure_rate=self._failed / ended if ended else 0.0,
+            )

@@ -1,0 +1,1 @@
+"""Pure policy: no processes, no threads, no I/O."""

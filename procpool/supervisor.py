@@ -1,0 +1,843 @@
+"""The supervisor: all policy of one TaskManager, on one thread.
+
+Data flow (local backend)::
+
+    caller threads                      supervisor thread                worker processes
+    --------------                      -----------------                ----------------
+    submit() ──▶ [queue lock]           loop:                            on_create()
+      TaskQueues (priority, normal) ──▶   wait(pipes, sentinels,  ◀──── Results / Ready /
+      immediate (run_task)                     wake-up pipe)               Leaving / Goodbye
+      wake() ─────── wake-up pipe ──▶     handle events: resolve futures,
+                                            retry, replace, requeue
+    stats(), metrics() read a             check timeouts, burst tick
+      snapshot under the lock             dispatch: pop by strict   ──▶ RunBatch / Leave
+                                            priority, batch per worker    (one pipe each)
+
+Who owns what:
+
+* **Caller threads** create a :class:`~procpool.tasks.Task`, push it under
+  ``_lock`` and wake the supervisor through the backend's wake-up pipe (a
+  write only when no wake-up is pending, so a busy loop costs no syscall).
+* **The supervisor thread** (``procpool-supervisor``) is the only writer of
+  the worker table's records and of every future's result. It sleeps in one
+  blocking ``backend.wait`` on all pipes, sentinels and the wake-up pipe; its
+  timeout is the nearest deadline (task timeout, burst tick, restart backoff,
+  stats dump), never a polling interval.
+* **Workers** own the resources. What they were sent stays in
+  ``WorkerHandle.in_flight`` until reported, so a crash, an unhealthy exit or
+  a recycle knows exactly which tasks to re-queue.
+
+``_lock`` guards the queues, the lifecycle state and membership of the worker
+table; futures are resolved outside it (their callbacks may submit again).
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import CancelledError
+from dataclasses import dataclass
+from time import monotonic
+from typing import Any
+
+from loguru import logger
+
+from procpool.backends import wire
+from procpool.backends.base import (
+    Backend,
+    Event,
+    TaskOutcome,
+    TaskSpec,
+    WorkerCreateFailed,
+    WorkerGone,
+    WorkerLeaving,
+    WorkerReady,
+    WorkerResults,
+)
+from procpool.config import Config
+from procpool.errors import (
+    MaxRetriesExceededError,
+    ProcPoolError,
+    ResourceCreationError,
+    ShutdownError,
+    TaskPicklingError,
+    TaskTimeoutError,
+    WorkerCrashedError,
+    describe_exit,
+)
+from procpool.metrics import DefaultCollector, Metrics, TaskStamps
+from procpool.policy.burst import BurstController, BurstSnapshot
+from procpool.policy.queues import TaskQueues
+from procpool.policy.restarts import RestartBreaker
+from procpool.policy.retry import may_retry
+from procpool.tasks import Task, TaskState
+from procpool.workers import WorkerHandle, WorkerRole, WorkerState
+
+#: How much already-sent work a worker may hold beyond the task it runs, in
+#: seconds of its recent mean task time. More hides the pipe's round trip
+#: behind useful work (throughput for tiny tasks); less keeps priority strict
+#: and lets new workers share the load sooner. A priority task can wait behind
+#: at most this much normal work per worker.
+PREFETCH_SECONDS = 0.001
+
+#: Hard cap on tasks sent to one worker and not yet reported. Bounds what a
+#: priority task may wait behind and what a crash may force to run again.
+PREFETCH_LIMIT = 64
+
+#: How soon to look again at a timed task that was sent but has not started.
+TIMEOUT_RECHECK_SECONDS = 0.005
+
+
+class _Lifecycle:
+    RUNNING = "running"
+    STOPPING = "stopping"
+    KILLED = "killed"
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of the pool's workers and queues."""
+
+    base_workers: int  #: live base workers (starting, idle or busy)
+    burst_workers: int  #: live burst workers (starting, idle or busy)
+    active_workers: int  #: base and burst workers that are ready (idle or busy)
+    busy_workers: int  #: base and burst workers running tasks
+    queued_tasks: int  #: normal tasks waiting
+    priority_tasks: int  #: priority tasks waiting
+    available_resources: int  #: idle reserved workers ready for run_task
+    starting_workers: int = 0  #: workers of any role still inside on_create
+
+
+class Supervisor:
+    """Owns queues, workers and futures of one manager. See the module docstring."""
+
+    def __init__(self, config: Config[Any], backend: Backend) -> None:
+        self.config = config
+        self._backend = backend
+        self._lock = threading.Lock()
+        self._queues: TaskQueues[Task] = TaskQueues()
+        self._immediate: deque[Task] = deque()
+        self._cancelled = {False: 0, True: 0}  # queued-but-cancelled tasks, by priority
+        self._state = _Lifecycle.RUNNING
+        self._workers: dict[int, WorkerHandle] = {}
+        self._temporary_tasks: dict[int, Task] = {}  # temporary worker id -> its run_task
+        self._terminate_requests: deque[Task] = deque()
+        self._next_worker_id = 1
+        self._next_task_id = 1
+        self._metrics = DefaultCollector(config.metrics_window)
+        self._user_collector = config.collector
+        self._breaker = RestartBreaker()
+        self._burst = BurstController(
+            worker_count=config.worker_count,
+            max_worker_count=config.effective_max_workers,
+            interval=config.burst_interval or 0.0,
+        )
+        self._next_burst_tick = monotonic() + (config.burst_interval or 0.0)
+        self._start_seconds: float | None = None  # EWMA of spawn + on_create
+        self._started = threading.Event()
+        self._startup_error: ResourceCreationError | None = None
+        self._last_create_error: ResourceCreationError | None = None
+        self._thread = threading.Thread(target=self._run, name="procpool-supervisor", daemon=True)
+        self._dump_hook: Any = None
+        self._next_dump = 0.0
+
+    # == called from any thread ==============================================
+
+    def start(self) -> None:
+        """Start the thread and wait until every initial worker is ready."""
+        self._thread.start()
+        self._started.wait()
+        if self._startup_error is not None:
+            self._thread.join()
+            raise self._startup_error
+
+    def submit(self, task: Task) -> None:
+        with self._lock:
+            if self._state is not _Lifecycle.RUNNING:
+                raise ShutdownError(
+                    f"cannot accept {task.describe()}: the manager is {self._state}"
+                )
+            task.id = self._next_task_id
+            self._next_task_id += 1
+            if task.immediate:
+                self._immediate.append(task)
+            else:
+                self._queues.push(task, task.priority)
+        self._record_arrival()
+        self._backend.wake()
+
+    def submit_many(self, tasks: Iterable[Task]) -> None:
+        """Queue several tasks under one lock acquisition (``map``)."""
+        count = 0
+        with self._lock:
+            if self._state is not _Lifecycle.RUNNING:
+                raise ShutdownError(f"cannot accept tasks: the manager is {self._state}")
+            for task in tasks:
+                task.id = self._next_task_id
+                self._next_task_id += 1
+                self._queues.push(task, task.priority)
+                count += 1
+        for _ in range(count):
+            self._record_arrival()
+        self._backend.wake()
+
+    def _record_arrival(self) -> None:
+        self._metrics.record_arrival()
+        if self._user_collector is not None:
+            self._user_collector.record_arrival()
+
+    def on_cancelled(self, task: Task) -> None:
+        """A queued task's future was cancelled: stop counting it as queued."""
+        with self._lock:
+            if task.state is TaskState.QUEUED and not task.cancel_counted:
+                task.cancel_counted = True
+                self._cancelled[task.priority] += 1
+                task.release()
+
+    def request_terminate(self, task: Task) -> None:
+        """Terminate the worker running ``task`` (``cancel(fut, terminate=True)``)."""
+        self._terminate_requests.append(task)
+        self._backend.wake()
+
+    def begin_stop(self) -> None:
+        with self._lock:
+            if self._state is _Lifecycle.RUNNING:
+                self._state = _Lifecycle.STOPPING
+        self._backend.wake()
+
+    def begin_kill(self) -> list[Task]:
+        """Refuse new work and empty the queues; returns the queued tasks to cancel."""
+        with self._lock:
+            self._state = _Lifecycle.KILLED
+            dropped = self._queues.clear() + list(self._immediate)
+            self._immediate.clear()
+            self._cancelled = {False: 0, True: 0}
+            for task in dropped:
+                task.state = TaskState.DONE
+        self._backend.wake()
+        return dropped
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the supervisor thread; True when it has finished."""
+        if threading.current_thread() is self._thread:
+            return False  # called from a future's callback: cannot wait for ourselves
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def finished(self) -> bool:
+        return self._thread.ident is not None and not self._thread.is_alive()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def stats(self) -> Stats:
+        with self._lock:
+            workers = list(self._workers.values())
+            priority = len(self._queues.priority) - self._cancelled[True]
+            normal = len(self._queues.normal) - self._cancelled[False]
+        pool = [w for w in workers if w.role in (WorkerRole.BASE, WorkerRole.BURST)]
+        return Stats(
+            base_workers=sum(1 for w in pool if w.role is WorkerRole.BASE and w.live),
+            burst_workers=sum(1 for w in pool if w.role is WorkerRole.BURST and w.live),
+            active_workers=sum(1 for w in pool if w.ready),
+            busy_workers=sum(1 for w in pool if w.state is WorkerState.BUSY),
+            queued_tasks=normal,
+            priority_tasks=priority,
+            available_resources=sum(
+                1 for w in workers if w.role is WorkerRole.RESERVED and w.state is WorkerState.IDLE
+            ),
+            starting_workers=sum(1 for w in workers if w.state is WorkerState.STARTING),
+        )
+
+    def metrics(self) -> Metrics:
+        if self._user_collector is not None:
+            result: Metrics = self._user_collector.metrics()
+            return result
+        return self._metrics.metrics()
+
+    def worker_handles(self) -> list[WorkerHandle]:
+        with self._lock:
+            return list(self._workers.values())
+
+    def set_dump_hook(self, hook: Any) -> None:
+        """``hook()`` runs on the supervisor thread every ``stats_dump_interval``."""
+        self._dump_hook = hook
+
+    # == supervisor thread ===================================================
+
+    def _run(self) -> None:
+        try:
+            self._start_initial_workers()
+            while not self._finished():
+                timeout = self._next_timeout()
+                for event in self._backend.wait(timeout):
+                    self._handle(event)
+                now = monotonic()
+                if self._state is _Lifecycle.KILLED:
+                    self._kill_workers()
+                    continue
+                self._serve_terminate_requests()
+                self._check_timeouts(now)
+                self._burst_tick(now)
+                self._replace_missing(now)
+                self._dispatch()
+                self._leave_when_drained()
+                self._dump(now)
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            logger.opt(exception=exc).error("procpool supervisor failed; killing the pool")
+            self._crash_cleanup(exc)
+        finally:
+            self._backend.close()
+            if self._dump_hook is not None:
+                self._dump(None)
+            self._started.set()
+            _live_supervisors.discard(self)
+
+    def _start_initial_workers(self) -> None:
+        for _ in range(self.config.worker_count):
+            self._start_worker(WorkerRole.BASE)
+        for _ in range(self.config.resource_pool_size):
+            self._start_worker(WorkerRole.RESERVED)
+        while any(w.state is WorkerState.STARTING for w in self._workers.values()):
+            if self._startup_error is not None:
+                return
+            for event in self._backend.wait(None):
+                self._handle(event)
+        logger.info(
+            "procpool started {} base and {} reserved workers ({})",
+            self.config.worker_count,
+            self.config.resource_pool_size,
+            self.config.effective_start_method,
+        )
+        self._started.set()
+
+    def _finished(self) -> bool:
+        if self._state is _Lifecycle.RUNNING:
+            return False
+        if self._workers:
+            return False
+        if self._state is _Lifecycle.KILLED:
+            return True
+        return not self._queues and not self._immediate
+
+    def _next_timeout(self) -> float | None:
+        now = monotonic()
+        deadlines: list[float] = []
+        if self._terminate_requests:
+            return 0.0
+        if self._burst.enabled and self._state is _Lifecycle.RUNNING:
+            deadlines.append(self._next_burst_tick)
+        if self._dump_hook is not None:
+            deadlines.append(self._next_dump)
+        for worker in self._workers.values():
+            if worker.in_flight and worker.in_flight[0].timeout is not None:
+                deadlines.append(self._timeout_deadline(worker, now))
+        if self._missing_workers():
+            deadlines.append(self._breaker.next_attempt(now))
+        if not deadlines:
+            return None
+        return max(0.0, min(deadlines) - now)
+
+    # -- events --------------------------------------------------------------
+
+    def _handle(self, event: Event) -> None:
+        worker = self._workers.get(event.worker_id)
+        if worker is None:
+            return
+        if isinstance(event, WorkerResults):
+            self._on_results(worker, event.outcomes)
+        elif isinstance(event, WorkerReady):
+            self._on_ready(worker, event)
+        elif isinstance(event, WorkerLeaving):
+            self._on_leaving(worker, event.reason)
+        elif isinstance(event, WorkerCreateFailed):
+            self._on_create_failed(worker, event.message, event.traceback_text)
+        elif isinstance(event, WorkerGone):
+            self._on_gone(worker, event)
+
+    def _on_ready(self, worker: WorkerHandle, event: WorkerReady) -> None:
+        worker.pid = event.pid
+        worker.ready_at = monotonic()
+        elapsed = worker.ready_at - worker.created_at
+        self._start_seconds = (
+            elapsed if self._start_seconds is None else 0.7 * self._start_seconds + 0.3 * elapsed
+        )
+        self._breaker.success()
+        if worker.state is WorkerState.STARTING:
+            worker.move(WorkerState.IDLE)
+        logger.debug("worker {} ({}) pid {} ready in {:.3f} s", worker.id, worker.role.value,
+                     event.pid, elapsed)
+        task = self._temporary_tasks.pop(worker.id, None)
+        if task is not None:
+            self._send(worker, [task])
+
+    def _on_results(self, worker: WorkerHandle, outcomes: list[TaskOutcome]) -> None:
+        for outcome in outcomes:
+            task = _take_in_flight(worker, outcome.task_id)
+            if task is None:
+                continue
+            worker.tasks_done += 1
+            self._finish(task, outcome)
+        if worker.state is WorkerState.BUSY and not worker.in_flight:
+            worker.move(WorkerState.IDLE)
+        if worker.role is WorkerRole.TEMPORARY and worker.state is WorkerState.IDLE:
+            self._retire(worker)
+
+    def _finish(self, task: Task, outcome: TaskOutcome) -> None:
+        stamps = TaskStamps(task.queued_at, outcome.started, outcome.finished)
+        code = outcome.outcome
+        if code == wire.OK:
+            self._record_end(stamps, failed=False)
+            task.resolve(outcome.value)
+        elif code == wire.RAISED:
+            self._record_end(stamps, failed=True)
+            task.fail(outcome.value)
+        elif code == wire.RAISED_UNHEALTHY:
+            logger.warning("{} failed on an unhealthy worker: {!r}", task.describe(), outcome.value)
+            self._retry_or_fail(task, outcome.value, stamps)
+        elif code == wire.UNPICKLABLE_RESULT:
+            self._record_end(stamps, failed=True)
+            task.fail(TaskPicklingError(
+                f"the result of {task.describe()} cannot be pickled: {outcome.value}"))
+        elif code in (wire.UNREADABLE_TASK, wire.UNREADABLE_RESULT):
+            self._isolate_or_fail(task, code, str(outcome.value), stamps)
+
+    def _isolate_or_fail(self, task: Task, code: int, text: str, stamps: TaskStamps) -> None:
+        """A batch could not be unpickled: re-send its tasks one by one to find the bad one."""
+        if not task.alone:
+            task.alone = True
+            self._requeue([task])
+            return
+        self._record_end(stamps, failed=True)
+        if code == wire.UNREADABLE_TASK:
+            what = f"{task.describe()} could not be unpickled in the worker: {text}"
+        else:
+            what = f"the result of {task.describe()} could not be unpickled here: {text}"
+        task.fail(TaskPicklingError(what))
+
+    def _retry_or_fail(self, task: Task, error: BaseException, stamps: TaskStamps | None) -> None:
+        """The task failed through no fault of its own: run it again if allowed."""
+        max_retries = self.config.max_retries
+        if may_retry(once=task.once, retries_done=task.retries, max_retries=max_retries):
+            task.retries += 1
+            self._metrics.record_retry()
+            if self._user_collector is not None:
+                self._user_collector.record_retry()
+            task.state = TaskState.QUEUED
+            with self._lock:
+                self._requeue_locked([task], retry=True)
+            return
+        if stamps is None:
+            now = monotonic()
+            stamps = TaskStamps(task.queued_at, now, now)
+        self._record_end(stamps, failed=True)
+        if task.once or max_retries == 0:
+            task.fail(error)
+            return
+        final = MaxRetriesExceededError(
+            f"{task.describe()} failed {task.retries + 1} times (max_retries={max_retries})"
+        )
+        final.__cause__ = error
+        task.fail(final)
+
+    def _record_end(self, stamps: TaskStamps, failed: bool) -> None:
+        if failed:
+            self._metrics.record_failure(stamps)
+        else:
+            self._metrics.record_completion(stamps)
+        collector = self._user_collector
+        if collector is not None:
+            (collector.record_failure if failed else collector.record_completion)(stamps)
+
+    def _on_leaving(self, worker: WorkerHandle, reason: str) -> None:
+        logger.info("worker {} ({}) pid {} leaves: {}", worker.id, worker.role.value, worker.pid,
+                    reason)
+        if worker.state is not WorkerState.LEAVING:
+            worker.move(WorkerState.LEAVING)
+        self._requeue(list(worker.in_flight))
+        worker.in_flight.clear()
+
+    def _on_create_failed(self, worker: WorkerHandle, message: str, traceback_text: str) -> None:
+        error = ResourceCreationError(
+            f"worker {worker.id} ({worker.role.value}) could not create its resource: {message}",
+            traceback_text,
+        )
+        self._last_create_error = error
+        if worker.state is not WorkerState.LEAVING:
+            worker.move(WorkerState.LEAVING)
+        if not self._started.is_set():
+            self._startup_error = error
+            self.begin_kill()
+            return
+        now = monotonic()
+        self._breaker.failure(now)
+        logger.warning("{}", message)
+        task = self._temporary_tasks.pop(worker.id, None)
+        if task is not None:
+            task.fail(_copy_creation_error(error))
+        if self._breaker.tripped(now) and not self._has_ready_pool_worker():
+            logger.error("on_create keeps failing; failing the queued tasks")
+            self._fail_queued(error)
+
+    def _on_gone(self, worker: WorkerHandle, event: WorkerGone) -> None:
+        if event.destroy_error:
+            logger.warning("worker {} pid {}: {}", worker.id, worker.pid, event.destroy_error)
+        was = worker.state
+        if was is WorkerState.STARTING:
+            self._on_create_failed(
+                worker, f"the process exited during on_create ({describe_exit(event.exitcode)})",
+                "",
+            )
+        crashed = was is not WorkerState.LEAVING
+        leftovers = list(worker.in_flight)
+        worker.in_flight.clear()
+        if crashed:
+            logger.warning("worker {} ({}) pid {} died: {}", worker.id, worker.role.value,
+                           worker.pid, describe_exit(event.exitcode))
+            culprit = next((t for t in leftovers if t.id == event.running_task), None)
+            if culprit is not None:
+                leftovers.remove(culprit)
+                error = WorkerCrashedError(worker.pid or 0, event.exitcode, culprit.describe())
+                self._retry_or_fail(culprit, error, None)
+        self._requeue(leftovers)
+        orphan = self._temporary_tasks.pop(worker.id, None)
+        if orphan is not None:
+            self._requeue([orphan])
+        worker.move(WorkerState.GONE)
+        with self._lock:
+            self._workers.pop(worker.id, None)
+
+    # -- actions -------------------------------------------------------------
+
+    def _start_worker(self, role: WorkerRole) -> WorkerHandle:
+        worker = WorkerHandle(self._next_worker_id, role)
+        self._next_worker_id += 1
+        with self._lock:
+            self._workers[worker.id] = worker
+        self._backend.start_worker(worker.id)
+        return worker
+
+    def _retire(self, worker: WorkerHandle) -> None:
+        """Send the graceful-exit sentinel; the worker finishes what it has first."""
+        if worker.state is WorkerState.LEAVING:
+            return
+        worker.move(WorkerState.LEAVING)
+        self._backend.retire(worker.id)
+
+    def _requeue(self, tasks: list[Task]) -> None:
+        """Tasks that never ran (or whose result was lost) go back to the front of their line."""
+        if tasks:
+            with self._lock:
+                self._requeue_locked(tasks, retry=False)
+
+    def _requeue_locked(self, tasks: list[Task], retry: bool) -> None:
+        if self._state is _Lifecycle.KILLED:
+            for task in tasks:
+                task.fail(ShutdownError(f"{task.describe()} was dropped: the manager was killed"))
+            return
+        for task in tasks:
+            task.state = TaskState.QUEUED
+        immediate = [t for t in tasks if t.immediate]
+        self._immediate.extendleft(reversed(immediate))
+        queued = [t for t in tasks if not t.immediate]
+        if retry:
+            self._queues.push_front(queued, priority=True)
+        else:
+            self._queues.push_front([t for t in queued if t.priority], priority=True)
+            self._queues.push_front([t for t in queued if not t.priority], priority=False)
+
+    def _fail_queued(self, error: ResourceCreationError) -> None:
+        with self._lock:
+            tasks = self._queues.clear()
+            self._cancelled = {False: 0, True: 0}
+        for task in tasks:
+            task.fail(_copy_creation_error(error))
+
+    def _has_ready_pool_worker(self) -> bool:
+        return any(
+            w.ready and w.role in (WorkerRole.BASE, WorkerRole.BURST)
+            for w in self._workers.values()
+        )
+
+    def _missing_workers(self) -> list[WorkerRole]:
+        if self._state is _Lifecycle.KILLED or not self._started.is_set():
+            return []
+        if self._state is _Lifecycle.STOPPING and not self._queues and not self._immediate:
+            return []
+        missing = []
+        for role, want in (
+            (WorkerRole.BASE, self.config.worker_count),
+            (WorkerRole.RESERVED, self.config.resource_pool_size),
+        ):
+            have = sum(1 for w in self._workers.values() if w.role is role and w.live)
+            missing += [role] * (want - have)
+        return missing
+
+    def _replace_missing(self, now: float) -> None:
+        """Keep base and reserved counts whole; back off while on_create keeps failing."""
+        missing = self._missing_workers()
+        if not missing or now < self._breaker.next_attempt(now):
+            return
+        if self._breaker.failing:
+            if any(w.state is WorkerState.STARTING for w in self._workers.values()):
+                return
+            missing = missing[:1]  # after failures, try one at a time
+        for role in missing:
+            logger.info("starting a replacement {} worker", role.value)
+            self._start_worker(role)
+
+    def _check_timeouts(self, now: float) -> None:
+        for worker in list(self._workers.values()):
+            if not worker.in_flight or worker.state is WorkerState.LEAVING:
+                continue
+            task = worker.in_flight[0]
+            if task.timeout is None or now < self._timeout_deadline(worker, now):
+                continue
+            worker.in_flight.popleft()
+            self._requeue(list(worker.in_flight))
+            worker.in_flight.clear()
+            worker.move(WorkerState.LEAVING)
+            self._backend.terminate(worker.id)
+            logger.warning("{} timed out after {} s; terminating worker {} pid {}",
+                           task.describe(), task.timeout, worker.id, worker.pid)
+            self._record_end(TaskStamps(task.queued_at, now - task.timeout, now), failed=True)
+            task.fail(TaskTimeoutError(
+                f"{task.describe()} ran longer than its timeout of {task.timeout} s;"
+                f" its worker (pid {worker.pid}) was terminated"))
+
+    def _timeout_deadline(self, worker: WorkerHandle, now: float) -> float:
+        task = worker.in_flight[0]
+        assert task.timeout is not None
+        running = self._backend.running_task(worker.id)
+        if running is not None and running[0] == task.id:
+            return running[1] + task.timeout
+        return now + min(task.timeout, TIMEOUT_RECHECK_SECONDS)  # not started yet
+
+    def _serve_terminate_requests(self) -> None:
+        while self._terminate_requests:
+            task = self._terminate_requests.popleft()
+            for worker in list(self._workers.values()):
+                if task in worker.in_flight and worker.state is not WorkerState.LEAVING:
+                    worker.in_flight.remove(task)
+                    self._requeue(list(worker.in_flight))
+                    worker.in_flight.clear()
+                    worker.move(WorkerState.LEAVING)
+                    self._backend.terminate(worker.id)
+                    task.fail(CancelledError(f"{task.describe()} was cancelled; its worker"
+                                             f" (pid {worker.pid}) was terminated"))
+
+    def _burst_tick(self, now: float) -> None:
+        if not self._burst.enabled or now < self._next_burst_tick:
+            return
+        interval = self.config.burst_interval or 0.0
+        self._next_burst_tick = max(self._next_burst_tick + interval, now)
+        if self._state is not _Lifecycle.RUNNING and not self._queues:
+            return
+        pool = [w for w in self._workers.values() if w.role in (WorkerRole.BASE, WorkerRole.BURST)]
+        idle_burst = sorted(
+            (w for w in pool if w.role is WorkerRole.BURST and w.state is WorkerState.IDLE),
+            key=lambda w: w.idle_since,
+        )
+        metrics = self._metrics.metrics()
+        with self._lock:
+            queued = len(self._queues) - self._cancelled[True] - self._cancelled[False]
+        snapshot = BurstSnapshot(
+            now=now,
+            arrival_rate=metrics.task_arrival_rate,
+            completion_rate=metrics.task_completion_rate,
+            queued_tasks=queued,
+            base_workers=self.config.worker_count,
+            burst_workers=sum(1 for w in pool if w.role is WorkerRole.BURST and w.live),
+            starting_workers=sum(1 for w in pool if w.state is WorkerState.STARTING),
+            busy_workers=sum(1 for w in pool if w.state is WorkerState.BUSY),
+            idle_burst_workers=tuple(w.id for w in idle_burst),
+            mean_task_seconds=self._metrics.recent_mean_execution(),
+            worker_start_seconds=self._start_seconds,
+        )
+        decision = self._burst.decide(snapshot)
+        if decision.start:
+            logger.info("burst: starting {} workers ({})", decision.start, decision.reason)
+            for _ in range(decision.start):
+                self._start_worker(WorkerRole.BURST)
+        if decision.retire:
+            logger.info("burst: retiring {} idle workers ({})", len(decision.retire),
+                        decision.reason)
+            for worker_id in decision.retire:
+                worker = self._workers.get(worker_id)
+                if worker is not None and worker.state is WorkerState.IDLE:
+                    self._retire(worker)
+
+    def _depth(self) -> int:
+        """Tasks a worker may hold at once: ~PREFETCH_SECONDS of work, 1 when unknown."""
+        mean = self._metrics.recent_mean_execution()
+        if not mean:
+            return 1
+        return 1 + min(PREFETCH_LIMIT - 1, int(PREFETCH_SECONDS / mean))
+
+    def _dispatch(self) -> None:
+        if self._immediate:
+            self._dispatch_immediate()
+        if not self._queues:
+            return
+        depth = self._depth()
+        max_tasks = self.config.max_tasks_per_worker
+        candidates = sorted(
+            (
+                w
+                for w in self._workers.values()
+                if w.role in (WorkerRole.BASE, WorkerRole.BURST)
+                and w.ready
+                and len(w.in_flight) < depth
+                and not (w.in_flight and w.in_flight[-1].alone)
+            ),
+            key=lambda w: len(w.in_flight),
+        )
+        plans = []
+        with self._lock:
+            for worker in candidates:
+                room = depth - len(worker.in_flight)
+                if max_tasks is not None:
+                    room = min(room, max_tasks - worker.tasks_done - len(worker.in_flight))
+                batch = self._take(room, allow_alone=not worker.in_flight)
+                if batch:
+                    plans.append((worker, batch))
+                if not self._queues:
+                    break
+        for worker, batch in plans:
+            self._send(worker, batch)
+
+    def _take(self, room: int, allow_alone: bool) -> list[Task]:
+        """Pop up to ``room`` live tasks by strict priority (caller holds ``_lock``)."""
+        batch: list[Task] = []
+        queues = self._queues
+        while room > 0 and queues:
+            task = queues.peek()
+            if task.alone and (batch or not allow_alone):
+                break  # it goes alone, to a worker with nothing else in flight
+            queues.pop()
+            if not _mark_running(task):
+                if task.cancel_counted:
+                    self._cancelled[task.priority] -= 1
+                task.state = TaskState.DONE
+                continue
+            batch.append(task)
+            room -= 1
+            if task.alone:
+                break
+        return batch
+
+    def _dispatch_immediate(self) -> None:
+        with self._lock:
+            tasks = list(self._immediate)
+            self._immediate.clear()
+        idle = [
+            w for w in self._workers.values()
+            if w.role is WorkerRole.RESERVED and w.state is WorkerState.IDLE
+        ]
+        for task in tasks:
+            if not _mark_running(task):
+                task.state = TaskState.DONE
+                continue
+            if idle:
+                self._send(idle.pop(), [task])
+            else:
+                worker = self._start_worker(WorkerRole.TEMPORARY)
+                self._temporary_tasks[worker.id] = task
+                task.state = TaskState.SENT
+
+    def _send(self, worker: WorkerHandle, batch: list[Task]) -> None:
+        for task in batch:
+            task.state = TaskState.SENT
+        worker.in_flight.extend(batch)
+        if worker.state is WorkerState.IDLE:
+            worker.move(WorkerState.BUSY)
+        specs = [TaskSpec(t.id, t.fn, t.args, t.kwargs) for t in batch]
+        for task_id, error in self._backend.send(worker.id, specs):
+            rejected = _take_in_flight(worker, task_id)
+            if rejected is not None:
+                now = monotonic()
+                self._record_end(TaskStamps(rejected.queued_at, now, now), failed=True)
+                rejected.fail(error)
+        if worker.state is WorkerState.BUSY and not worker.in_flight:
+            worker.move(WorkerState.IDLE)
+
+    def _leave_when_drained(self) -> None:
+        if self._state is not _Lifecycle.STOPPING or self._queues or self._immediate:
+            return
+        if any(w.in_flight for w in self._workers.values()) or self._temporary_tasks:
+            return
+        for worker in list(self._workers.values()):
+            if worker.state is not WorkerState.LEAVING:
+                self._retire(worker)
+
+    def _kill_workers(self) -> None:
+        for worker in list(self._workers.values()):
+            for task in worker.in_flight:
+                task.fail(ShutdownError(f"{task.describe()} was running when the manager was"
+                                        f" killed; its worker (pid {worker.pid}) was terminated"))
+            worker.in_flight.clear()
+            dropped = self._temporary_tasks.pop(worker.id, None)
+            if dropped is not None:
+                dropped.fail(ShutdownError(f"{dropped.describe()} was dropped: manager killed"))
+            if worker.state is not WorkerState.LEAVING:
+                worker.move(WorkerState.LEAVING)
+            self._backend.terminate(worker.id, grace=0)
+
+    def _crash_cleanup(self, exc: BaseException) -> None:
+        with self._lock:
+            self._state = _Lifecycle.KILLED
+            tasks = self._queues.clear() + list(self._immediate)
+            self._immediate.clear()
+        tasks += [t for w in self._workers.values() for t in w.in_flight]
+        tasks += list(self._temporary_tasks.values())
+        for task in tasks:
+            error = ProcPoolError(f"the procpool supervisor failed: {exc!r}")
+            error.__cause__ = exc
+            task.fail(error)
+        if self._startup_error is None and not self._started.is_set():
+            self._startup_error = ResourceCreationError(f"the procpool supervisor failed: {exc!r}")
+
+    def _dump(self, now: float | None) -> None:
+        hook = self._dump_hook
+        if hook is None or (now is not None and now < self._next_dump):
+            return
+        self._next_dump = (now or monotonic()) + self.config.stats_dump_interval
+        try:
+            hook()
+        except Exception as exc:
+            logger.warning("stats dump failed: {!r}", exc)
+
+
+def _take_in_flight(worker: WorkerHandle, task_id: int) -> Task | None:
+    in_flight = worker.in_flight
+    if in_flight and in_flight[0].id == task_id:
+        return in_flight.popleft()
+    for task in in_flight:
+        if task.id == task_id:
+            in_flight.remove(task)
+            return task
+    return None
+
+
+def _mark_running(task: Task) -> bool:
+    """Move the future to RUNNING; False if it was cancelled while queued.
+
+    A re-queued task (retry, lost worker) is already RUNNING: it stays so.
+    """
+    future = task.future
+    return future.running() or future.set_running_or_notify_cancel()
+
+
+def _copy_creation_error(error: ResourceCreationError) -> ResourceCreationError:
+    """A fresh exception per future: one shared instance would chain their tracebacks."""
+    return ResourceCreationError(str(error.args[0]), error.remote_traceback)
+
+
+#: Supervisors not yet finished; stopped at interpreter exit.
+_live_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()

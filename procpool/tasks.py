@@ -1,0 +1,120 @@
+"""A task's record and its future, shared by the facade and the supervisor."""
+
+from __future__ import annotations
+
+import enum
+import weakref
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from procpool.supervisor import Supervisor
+
+T = TypeVar("T")
+
+
+class TaskState(enum.Enum):
+    QUEUED = "queued"  # waiting in a queue of the supervisor
+    SENT = "sent"  # sent to a worker, not yet reported
+    DONE = "done"  # its future is resolved (or cancelled while queued)
+
+
+class TaskFuture(Future[T]):
+    """A :class:`concurrent.futures.Future` that tells the pool when it is cancelled.
+
+    ``cancel()`` succeeds only while the task is queued; a task already sent
+    to a worker keeps running (see ``TaskManager.cancel(fut, terminate=True)``).
+    """
+
+    _task: Task | None = None
+    _owner: weakref.ref[Supervisor] | None = None
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None and self._task is not None:
+            owner.on_cancelled(self._task)
+        return True
+
+
+class Task:
+    """One accepted call ``fn(resource, *args, **kwargs)`` and its bookkeeping."""
+
+    __slots__ = (
+        "__weakref__",
+        "alone",
+        "args",
+        "cancel_counted",
+        "fn",
+        "future",
+        "id",
+        "immediate",
+        "kwargs",
+        "once",
+        "priority",
+        "queued_at",
+        "retries",
+        "state",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        task_id: int,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: TaskFuture[Any],
+        *,
+        priority: bool,
+        once: bool,
+        timeout: float | None,
+        immediate: bool,
+        queued_at: float,
+    ) -> None:
+        self.id = task_id
+        self.fn = fn
+        self.args = args
+        self.kwargs = kwargs
+        self.future = future
+        self.priority = priority
+        self.once = once
+        self.timeout = timeout
+        self.immediate = immediate
+        self.queued_at = queued_at
+        self.retries = 0
+        #: send in a batch of its own (timed tasks, or to isolate an unreadable one)
+        self.alone = timeout is not None
+        self.state = TaskState.QUEUED
+        self.cancel_counted = False
+
+    @property
+    def name(self) -> str:
+        fn = self.fn
+        return getattr(fn, "__qualname__", None) or type(fn).__qualname__
+
+    def describe(self) -> str:
+        return f"task {self.id} ({self.name})"
+
+    def release(self) -> None:
+        """Drop the arguments: workers own heavy resources, memory is precious."""
+        self.args = ()
+        self.kwargs = {}
+
+    def resolve(self, value: Any) -> None:
+        self.state = TaskState.DONE
+        self.release()
+        try:
+            self.future.set_result(value)
+        except InvalidStateError:
+            pass  # cancelled or resolved by kill(): the first word stands
+
+    def fail(self, error: BaseException) -> None:
+        self.state = TaskState.DONE
+        self.release()
+        try:
+            self.future.set_exception(error)
+        except InvalidStateError:
+            pass
