@@ -1,0 +1,34 @@
+"""Every example runs to the end and says what it should."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def run_example(name: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True,
+                          text=True, timeout=60, cwd=str(ROOT))
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_basic() -> None:
+    out = run_example("basic.py")
+    assert "one line: 1 hit" in out
+    assert "1000 lines: 1250 hits" in out
+    assert "comes back as itself: TypeError" in out
+    assert out.count("compiling rules") == 2
+    assert out.count("releasing 3 rules") == 2
+    assert out.strip().endswith("stopped: every worker ran on_destroy")
+
+
+def test_priorities() -> None:
+    lines = run_example("priorities.py").splitlines()
+    ran = [line for line in lines if line[:1].isdigit()]
+    assert [line.split(". ")[1] for line in ran] == [
+        "urgent-0", "urgent-1", "urgent-2", "normal-0", "normal-1", "normal-2",
+    ]
