@@ -54,6 +54,15 @@ class Config(Generic[R]):
     max_worker_count: int | None = None
     #: Seconds between burst decisions; None or 0 disables bursting.
     burst_interval: float | None = 0.2
+    #: Seconds without a backlog before idle burst workers start to leave (half of them
+    #: per burst tick). Longer keeps warm workers through lulls (idle memory); shorter
+    #: gives memory back sooner but may retire workers the next wave needs again. 2 s
+    #: outlasts the pauses between waves of a bursty producer and a fast worker start-up
+    #: (spawn + a light on_create) many times over, and a pool still gets its memory back
+    #: seconds after the load ends. When on_create takes seconds, raise it to about the
+    #: start-up time: keeping an idle worker that long never costs more than twice the
+    #: best choice made in hindsight (the ski-rental rule).
+    burst_cooldown: float = 2.0
     #: Retries of a task that failed on an unhealthy worker; 0 means none.
     max_retries: int = 0
     #: ``check_health(exc) -> bool``: False means the worker's resource is broken.
@@ -85,6 +94,7 @@ class Config(Generic[R]):
             _check_int("max_worker_count", self.max_worker_count, minimum=self.worker_count,
                        hint="(it must be >= worker_count)")
         _check_seconds("burst_interval", self.burst_interval, allow_zero=True)
+        _check_seconds("burst_cooldown", self.burst_cooldown, allow_zero=True, required=True)
         _check_int("max_retries", self.max_retries, minimum=0)
         _check_int("resource_pool_size", self.resource_pool_size, minimum=0)
         if self.start_method is not None:

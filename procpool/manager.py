@@ -21,6 +21,7 @@ from procpool.backends.base import Backend
 from procpool.config import Config, _check_seconds
 from procpool.errors import ShutdownError
 from procpool.metrics import Metrics
+from procpool.policy.restarts import RestartBreaker
 from procpool.supervisor import Stats, Supervisor, _live_supervisors
 from procpool.tasks import Task, TaskFuture
 
@@ -56,12 +57,18 @@ class TaskManager(Generic[R]):
     processes, so they receive copies of their arguments.
     """
 
-    def __init__(self, config: Config[R], *, _backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        config: Config[R],
+        *,
+        _backend: Backend | None = None,
+        _breaker: RestartBreaker | None = None,
+    ) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"TaskManager needs a procpool.Config, got {type(config).__name__}")
         self.config = config
         backend = _backend if _backend is not None else _make_backend(config)
-        self._supervisor = Supervisor(config, backend)
+        self._supervisor = Supervisor(config, backend, _breaker)
         self._stop_lock = threading.Lock()
         _live_supervisors.add(self._supervisor)
         self._supervisor.start()
@@ -259,6 +266,13 @@ class TaskManager(Generic[R]):
     def metrics(self) -> Metrics:
         """Rates, execution-time percentiles and totals (see :class:`procpool.Metrics`)."""
         return self._supervisor.metrics()
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of every worker process started and not yet gone, any role.
+
+        For monitoring (and for killing one on purpose to see the pool heal).
+        """
+        return [w.pid for w in self._supervisor.worker_handles() if w.pid is not None]
 
     @property
     def stopped(self) -> bool:

@@ -89,9 +89,13 @@ class DefaultCollector:
         self._retried = 0
 
     def record_arrival(self) -> None:
+        self.record_arrivals(1)
+
+    def record_arrivals(self, count: int) -> None:
+        """Record ``count`` arrivals at once (the supervisor hands them over in bulk)."""
         now = monotonic()
         with self._lock:
-            self._arrivals.record(now)
+            self._arrivals.record(now, count)
 
     def record_completion(self, stamps: TaskStamps) -> None:
         self._record_end(stamps, failed=False)

@@ -33,6 +33,7 @@ table; futures are resolved outside it (their callbacks may submit again).
 
 from __future__ import annotations
 
+import math
 import threading
 import weakref
 from collections import deque
@@ -113,7 +114,9 @@ class Stats:
 class Supervisor:
     """Owns queues, workers and futures of one manager. See the module docstring."""
 
-    def __init__(self, config: Config[Any], backend: Backend) -> None:
+    def __init__(
+        self, config: Config[Any], backend: Backend, breaker: RestartBreaker | None = None
+    ) -> None:
         self.config = config
         self._backend = backend
         self._lock = threading.Lock()
@@ -126,13 +129,27 @@ class Supervisor:
         self._terminate_requests: deque[Task] = deque()
         self._next_worker_id = 1
         self._next_task_id = 1
+        # Arrivals are counted under the queue lock and handed to the collector
+        # by the supervisor thread: submitting stays cheap.
+        self._pending_arrivals = 0
+        # True when the last dispatch emptied the queue, so a worker may have room:
+        # only then does a submission need to wake the supervisor. While every
+        # worker is full, returning results wake it anyway and tasks pile up into
+        # larger batches instead of one wake-up (and one GIL hand-off) per task.
+        # Read and written under ``_lock``.
+        self._wants_work = True
         self._metrics = DefaultCollector(config.metrics_window)
         self._user_collector = config.collector
-        self._breaker = RestartBreaker()
+        self._breaker = breaker if breaker is not None else RestartBreaker()
+        interval = config.burst_interval or 0.0
         self._burst = BurstController(
             worker_count=config.worker_count,
             max_worker_count=config.effective_max_workers,
-            interval=config.burst_interval or 0.0,
+            interval=interval,
+            # The controller counts quiet ticks; at least one, however short the cooldown.
+            cooldown_ticks=max(1, math.ceil(config.burst_cooldown / interval - 1e-9))
+            if interval
+            else 1,
         )
         self._next_burst_tick = monotonic() + (config.burst_interval or 0.0)
         self._start_seconds: float | None = None  # EWMA of spawn + on_create
@@ -165,8 +182,13 @@ class Supervisor:
                 self._immediate.append(task)
             else:
                 self._queues.push(task, task.priority)
-        self._record_arrival()
-        self._backend.wake()
+            self._pending_arrivals += 1
+            wake = task.immediate or self._wants_work
+            self._wants_work = False
+        if self._user_collector is not None:
+            self._user_collector.record_arrival()
+        if wake:
+            self._backend.wake()
 
     def submit_many(self, tasks: Iterable[Task]) -> None:
         """Queue several tasks under one lock acquisition (``map``)."""
@@ -179,14 +201,19 @@ class Supervisor:
                 self._next_task_id += 1
                 self._queues.push(task, task.priority)
                 count += 1
-        for _ in range(count):
-            self._record_arrival()
+            self._pending_arrivals += count
+            self._wants_work = False
+        if self._user_collector is not None:
+            for _ in range(count):
+                self._user_collector.record_arrival()
         self._backend.wake()
 
-    def _record_arrival(self) -> None:
-        self._metrics.record_arrival()
-        if self._user_collector is not None:
-            self._user_collector.record_arrival()
+    def _flush_arrivals(self) -> None:
+        """Hand arrivals counted under the queue lock to the collector, in one step."""
+        with self._lock:
+            count, self._pending_arrivals = self._pending_arrivals, 0
+        if count:
+            self._metrics.record_arrivals(count)
 
     def on_cancelled(self, task: Task) -> None:
         """A queued task's future was cancelled: stop counting it as queued."""
@@ -256,6 +283,7 @@ class Supervisor:
         )
 
     def metrics(self) -> Metrics:
+        self._flush_arrivals()
         if self._user_collector is not None:
             result: Metrics = self._user_collector.metrics()
             return result
@@ -279,6 +307,7 @@ class Supervisor:
                 for event in self._backend.wait(timeout):
                     self._handle(event)
                 now = monotonic()
+                self._flush_arrivals()
                 if self._state is _Lifecycle.KILLED:
                     self._kill_workers()
                     continue
@@ -636,7 +665,11 @@ class Supervisor:
         if not self._burst.enabled or now < self._next_burst_tick:
             return
         interval = self.config.burst_interval or 0.0
-        self._next_burst_tick = max(self._next_burst_tick + interval, now)
+        # After a late tick (start-up, a long event burst) the next one is a whole interval
+        # away, never at once: the controller's per-tick limits assume ticks that far apart.
+        self._next_burst_tick += interval
+        if self._next_burst_tick <= now:
+            self._next_burst_tick = now + interval
         if self._state is not _Lifecycle.RUNNING and not self._queues:
             return
         pool = [w for w in self._workers.values() if w.role in (WorkerRole.BASE, WorkerRole.BURST)]
@@ -681,34 +714,43 @@ class Supervisor:
         return 1 + min(PREFETCH_LIMIT - 1, int(PREFETCH_SECONDS / mean))
 
     def _dispatch(self) -> None:
+        """Send queued tasks to hungry workers by strict priority, one batch each.
+
+        A worker is hungry when it holds less than half its depth. Topping it
+        up only then turns a stream of single submissions into batches, while
+        the half it still holds keeps it busy during the round trip.
+        """
         if self._immediate:
             self._dispatch_immediate()
-        if not self._queues:
-            return
         depth = self._depth()
+        low_water = max(1, depth // 2)
         max_tasks = self.config.max_tasks_per_worker
-        candidates = sorted(
+        hungry = sorted(
             (
                 w
                 for w in self._workers.values()
                 if w.role in (WorkerRole.BASE, WorkerRole.BURST)
                 and w.ready
-                and len(w.in_flight) < depth
+                and len(w.in_flight) < low_water
                 and not (w.in_flight and w.in_flight[-1].alone)
             ),
             key=lambda w: len(w.in_flight),
         )
         plans = []
         with self._lock:
-            for worker in candidates:
+            for worker in hungry:
+                if not self._queues:
+                    break
                 room = depth - len(worker.in_flight)
                 if max_tasks is not None:
                     room = min(room, max_tasks - worker.tasks_done - len(worker.in_flight))
                 batch = self._take(room, allow_alone=not worker.in_flight)
                 if batch:
                     plans.append((worker, batch))
-                if not self._queues:
-                    break
+            sent = {worker.id: len(batch) for worker, batch in plans}
+            self._wants_work = not self._queues and any(
+                len(w.in_flight) + sent.get(w.id, 0) < low_water for w in hungry
+            )
         for worker, batch in plans:
             self._send(worker, batch)
 
