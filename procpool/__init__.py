@@ -2,47 +2,69 @@
 
 Logging goes through loguru and is off by default; turn it on with
 ``from loguru import logger; logger.enable("procpool")``.
+
+Public names load on first use, so that a worker process, which imports
+this package to reach its entry point, does not pay for the supervisor.
 """
 
-from loguru import logger as _logger
+from __future__ import annotations
 
-from procpool.config import Config
-from procpool.errors import (
-    MaxRetriesExceededError,
-    ProcPoolError,
-    RemoteError,
-    RemoteTraceback,
-    ResourceCreationError,
-    ShutdownError,
-    TaskPicklingError,
-    TaskTimeoutError,
-    WorkerCrashedError,
-)
-from procpool.manager import TaskManager
-from procpool.metrics import Metrics, MetricsCollector, TaskStamps
-from procpool.supervisor import Stats
-from procpool.tasks import TaskFuture
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger as _logger
 
 _logger.disable("procpool")
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Config",
-    "MaxRetriesExceededError",
-    "Metrics",
-    "MetricsCollector",
-    "ProcPoolError",
-    "RemoteError",
-    "RemoteTraceback",
-    "ResourceCreationError",
-    "ShutdownError",
-    "Stats",
-    "TaskFuture",
-    "TaskManager",
-    "TaskPicklingError",
-    "TaskStamps",
-    "TaskTimeoutError",
-    "WorkerCrashedError",
-    "__version__",
-]
+_WHERE = {
+    "Config": "procpool.config",
+    "MaxRetriesExceededError": "procpool.errors",
+    "Metrics": "procpool.metrics",
+    "MetricsCollector": "procpool.metrics",
+    "ProcPoolError": "procpool.errors",
+    "RemoteError": "procpool.errors",
+    "RemoteTraceback": "procpool.errors",
+    "ResourceCreationError": "procpool.errors",
+    "ShutdownError": "procpool.errors",
+    "Stats": "procpool.supervisor",
+    "TaskFuture": "procpool.tasks",
+    "TaskManager": "procpool.manager",
+    "TaskPicklingError": "procpool.errors",
+    "TaskStamps": "procpool.metrics",
+    "TaskTimeoutError": "procpool.errors",
+    "WorkerCrashedError": "procpool.errors",
+}
+
+__all__ = [*_WHERE, "__version__"]
+
+if TYPE_CHECKING:
+    from procpool.config import Config
+    from procpool.errors import (
+        MaxRetriesExceededError,
+        ProcPoolError,
+        RemoteError,
+        RemoteTraceback,
+        ResourceCreationError,
+        ShutdownError,
+        TaskPicklingError,
+        TaskTimeoutError,
+        WorkerCrashedError,
+    )
+    from procpool.manager import TaskManager
+    from procpool.metrics import Metrics, MetricsCollector, TaskStamps
+    from procpool.supervisor import Stats
+    from procpool.tasks import TaskFuture
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'procpool' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
