@@ -37,7 +37,25 @@ _WHERE = {
     "WorkerCrashedError": "procpool.errors",
 }
 
-__all__ = [*_WHERE, "__version__"]
+__all__ = [
+    "Config",
+    "MaxRetriesExceededError",
+    "Metrics",
+    "MetricsCollector",
+    "ProcPoolError",
+    "RemoteError",
+    "RemoteTraceback",
+    "ResourceCreationError",
+    "ShutdownError",
+    "Stats",
+    "TaskFuture",
+    "TaskManager",
+    "TaskPicklingError",
+    "TaskStamps",
+    "TaskTimeoutError",
+    "WorkerCrashedError",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from procpool.config import Config

@@ -10,8 +10,14 @@ ROOT = Path(__file__).parent.parent
 
 
 def run_example(name: str) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / name)], capture_output=True,
-                          text=True, timeout=60, cwd=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / name)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(ROOT),
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -30,5 +36,10 @@ def test_priorities() -> None:
     lines = run_example("priorities.py").splitlines()
     ran = [line for line in lines if line[:1].isdigit()]
     assert [line.split(". ")[1] for line in ran] == [
-        "urgent-0", "urgent-1", "urgent-2", "normal-0", "normal-1", "normal-2",
+        "urgent-0",
+        "urgent-1",
+        "urgent-2",
+        "normal-0",
+        "normal-1",
+        "normal-2",
     ]

@@ -31,8 +31,9 @@ def test_a_forgotten_manager_drains_and_exits_when_collected() -> None:
     gc.collect()
     assert future.result(timeout=30) == 0.05  # queued work still ran
     assert supervisor.join(timeout=30)
-    _, alive = psutil.wait_procs([psutil.Process(p) for p in pids if psutil.pid_exists(p)],
-                                 timeout=10)
+    _, alive = psutil.wait_procs(
+        [psutil.Process(p) for p in pids if psutil.pid_exists(p)], timeout=10
+    )
     assert alive == []
     assert supervisor not in _live_supervisors
 
@@ -40,12 +41,20 @@ def test_a_forgotten_manager_drains_and_exits_when_collected() -> None:
 def _run_script(tmp_path: Path, body: str) -> subprocess.CompletedProcess[str]:
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent(body))
-    return subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=60, cwd=str(Path(__file__).parent.parent))
+    return subprocess.run(
+        [sys.executable, str(script)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=str(Path(__file__).parent.parent),
+    )
 
 
 def test_interpreter_exit_stops_an_unstopped_manager(tmp_path: Path) -> None:
-    done = _run_script(tmp_path, f"""
+    done = _run_script(
+        tmp_path,
+        f"""
         import json, sys
         sys.path.insert(0, {str(Path(__file__).parent.parent)!r})
         from procpool import Config, TaskManager
@@ -58,10 +67,12 @@ def test_interpreter_exit_stops_an_unstopped_manager(tmp_path: Path) -> None:
             pids = [w.pid for w in manager._supervisor.worker_handles()]
             print(json.dumps(pids), flush=True)
             # no stop(): the interpreter exits with a task still running
-    """)
+    """,
+    )
     assert done.returncode == 0, done.stderr
     pids = json.loads(done.stdout)
-    assert all(not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
-               for pid in pids)
+    assert all(
+        not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie" for pid in pids
+    )
     destroyed = [p for p in tmp_path.iterdir() if p.name.startswith("destroy-")]
     assert len(destroyed) == 3  # graceful: on_destroy ran in every worker
