@@ -55,27 +55,34 @@ class Config(Generic[R]):
     #: Seconds between burst decisions; None or 0 disables bursting.
     burst_interval: float | None = 0.2
     #: Seconds without a backlog before idle burst workers start to leave (half of them
-    #: per burst tick). Longer keeps warm workers through lulls (idle memory); shorter
-    #: gives memory back sooner but may retire workers the next wave needs again. 2 s
-    #: outlasts the pauses between waves of a bursty producer and a fast worker start-up
-    #: (spawn + a light on_create) many times over, and a pool still gets its memory back
-    #: seconds after the load ends. When on_create takes seconds, raise it to about the
-    #: start-up time: keeping an idle worker that long never costs more than twice the
-    #: best choice made in hindsight (the ski-rental rule).
-    burst_cooldown: float = 2.0
-    #: Retries of a task that failed on an unhealthy worker; 0 means none.
+    #: per burst tick), and never less than the measured start-up time of a worker (spawn
+    #: + on_create): keeping an idle worker as long as it took to start one never costs
+    #: more than twice the best choice made in hindsight (the ski-rental rule), so pools of
+    #: slow-to-build resources keep them through longer lulls by themselves. Longer keeps
+    #: warm workers through lulls, at the cost of idle memory; shorter gives memory back
+    #: sooner but may retire workers the next wave needs again. 1 s outlasts the gaps of a
+    #: producer that works in sub-second waves, and in the elasticity benchmark
+    #: (BENCHMARKS.md) used about a fifth fewer worker-seconds than 2 s at the same waits.
+    burst_cooldown: float = 1.0
+    #: Retries of a task whose worker was unhealthy or died under it; 0 means none.
     max_retries: int = 0
-    #: ``check_health(exc) -> bool``: False means the worker's resource is broken.
+    #: ``check_health(exc) -> bool``, called in the worker when a task raises: False (or
+    #: raising) means the resource is broken: the worker runs ``on_destroy`` and is replaced.
     check_health: Callable[[BaseException], bool] | None = None
     #: Worker processes reserved for ``run_task``.
     resource_pool_size: int = 1
     #: ``None`` picks :func:`default_start_method`; else one of :data:`START_METHODS`.
     start_method: str | None = None
-    #: Default timeout of every task in seconds; None means no limit.
+    #: Default timeout of every task in seconds, counted from its start in the worker; None
+    #: means no limit. A task over it has its worker terminated (SIGTERM, then SIGKILL), so a
+    #: timed task costs a worker restart when it overruns, and is sent alone (no batching).
     task_timeout: float | None = None
-    #: Recycle a worker after this many tasks; None means never.
+    #: Recycle a worker after this many tasks (``on_destroy``, then a fresh worker); None
+    #: means never. Each recycle costs a process start plus ``on_create``: ~0.1 s of one
+    #: worker's time with forkserver, ~10 ms with fork (scripts/bench_recycling.py, 2 cores).
     max_tasks_per_worker: int | None = None
     #: Recycle a worker whose RSS exceeds this many bytes after a task; None means never.
+    #: The check reads RSS after every task: ~5 us per task on Linux (bench_recycling.py).
     max_memory_per_worker: int | None = None
     #: Seconds of history behind arrival and completion rates.
     metrics_window: float = 2.0

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import functools
 import itertools
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from time import monotonic
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from procpool.backends.base import Backend
 from procpool.config import Config, _check_seconds
@@ -24,6 +25,9 @@ from procpool.metrics import Metrics
 from procpool.policy.restarts import RestartBreaker
 from procpool.supervisor import Stats, Supervisor, _live_supervisors
 from procpool.tasks import Task, TaskFuture
+
+if TYPE_CHECKING:
+    from procpool.procstats import StatsDumper
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -70,7 +74,15 @@ class TaskManager(Generic[R]):
         backend = _backend if _backend is not None else _make_backend(config)
         self._supervisor = Supervisor(config, backend, _breaker)
         self._stop_lock = threading.Lock()
+        self._dumper: StatsDumper | None = None
+        self._dumper_lock = threading.Lock()
+        if config.stats_dump_path is not None:
+            # The hook holds the dumper and the supervisor, never this facade.
+            self._supervisor.set_dump_hook(
+                functools.partial(self._stats_dumper().write, config.stats_dump_path)
+            )
         _live_supervisors.add(self._supervisor)
+        self._owner = weakref.ref(self._supervisor)  # what each TaskFuture reports cancels to
         self._supervisor.start()
         # A manager the caller forgot still drains and exits: the supervisor
         # thread holds no reference to this facade, only to the supervisor.
@@ -144,7 +156,7 @@ class TaskManager(Generic[R]):
         task = Task(0, fn, args, kwargs, future, priority=priority, once=once,
                     timeout=timeout, immediate=immediate, queued_at=monotonic())
         future._task = task
-        future._owner = weakref.ref(self._supervisor)
+        future._owner = self._owner
         self._supervisor.submit(task)
         return future
 
@@ -175,7 +187,7 @@ class TaskManager(Generic[R]):
                 (_run_chunk, (fn, chunk))
                 for chunk in iter(lambda: list(itertools.islice(items, chunksize)), [])
             )
-        owner = weakref.ref(self._supervisor)
+        owner = self._owner
         for call, call_args in calls:
             future: TaskFuture[Any] = TaskFuture()
             task = Task(0, call, call_args, {}, future, priority=False, once=False,
@@ -266,6 +278,31 @@ class TaskManager(Generic[R]):
     def metrics(self) -> Metrics:
         """Rates, execution-time percentiles and totals (see :class:`procpool.Metrics`)."""
         return self._supervisor.metrics()
+
+    def dump_stats(self) -> dict[str, Any]:
+        """Stats, metrics and every process of the pool, as a JSON-ready dict.
+
+        ``{"time": <unix seconds>, "stats": {...}, "metrics": {...}, "processes": [...]}``:
+        ``stats`` and ``metrics`` are :meth:`stats` and :meth:`metrics` as
+        dicts; ``processes`` holds this process (role ``"supervisor"``, state
+        ``running``/``stopping``/``killed``) and then each worker (role
+        ``base``/``burst``/``reserved``/``temporary``, state
+        ``starting``/``idle``/``busy``/``leaving``), each with ``pid``,
+        ``worker_id``, ``cpu_percent``, ``rss_bytes``, ``num_threads``,
+        ``tasks_done`` and ``uptime_seconds``. ``cpu_percent`` covers the time
+        since the previous call (0.0 on the first); a worker still inside
+        ``on_create`` has no pid yet and ``None`` figures. Cheap enough to call
+        several times a second (see ``scripts/bench_dump_stats.py``).
+        """
+        return self._stats_dumper().snapshot()
+
+    def _stats_dumper(self) -> StatsDumper:
+        with self._dumper_lock:
+            if self._dumper is None:
+                from procpool.procstats import StatsDumper  # psutil only when asked for
+
+                self._dumper = StatsDumper(self._supervisor)
+            return self._dumper
 
     def worker_pids(self) -> list[int]:
         """Process ids of every worker process started and not yet gone, any role.

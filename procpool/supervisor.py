@@ -146,10 +146,7 @@ class Supervisor:
             worker_count=config.worker_count,
             max_worker_count=config.effective_max_workers,
             interval=interval,
-            # The controller counts quiet ticks; at least one, however short the cooldown.
-            cooldown_ticks=max(1, math.ceil(config.burst_cooldown / interval - 1e-9))
-            if interval
-            else 1,
+            cooldown_ticks=_cooldown_ticks(config.burst_cooldown, interval, None),
         )
         self._next_burst_tick = monotonic() + (config.burst_interval or 0.0)
         self._start_seconds: float | None = None  # EWMA of spawn + on_create
@@ -405,6 +402,8 @@ class Supervisor:
         task = self._temporary_tasks.pop(worker.id, None)
         if task is not None:
             self._send(worker, [task])
+            if worker.state is WorkerState.IDLE:  # it could not be sent: nothing to wait for
+                self._retire(worker)
 
     def _on_results(self, worker: WorkerHandle, outcomes: list[TaskOutcome]) -> None:
         for outcome in outcomes:
@@ -451,10 +450,23 @@ class Supervisor:
         task.fail(TaskPicklingError(what))
 
     def _retry_or_fail(self, task: Task, error: BaseException, stamps: TaskStamps | None) -> None:
-        """The task failed through no fault of its own: run it again if allowed."""
+        """The task's worker broke under it (unhealthy or died): run it again if allowed.
+
+        What the future gets:
+
+        * retries left (``may_retry``): nothing yet; the task goes back ahead
+          of every queued task (front of the priority line);
+        * no retry was ever possible (a ``*_once`` task, or ``max_retries=0``):
+          ``error`` itself, i.e. the task's own exception or the
+          :class:`WorkerCrashedError`, as a plain failure would;
+        * retries used up: :class:`MaxRetriesExceededError` whose ``__cause__``
+          is the last ``error``.
+        """
         max_retries = self.config.max_retries
         if may_retry(once=task.once, retries_done=task.retries, max_retries=max_retries):
             task.retries += 1
+            logger.info("retrying {} ahead of the queue (retry {} of {})", task.describe(),
+                        task.retries, max_retries)
             self._metrics.record_retry()
             if self._user_collector is not None:
                 self._user_collector.record_retry()
@@ -485,8 +497,9 @@ class Supervisor:
             (collector.record_failure if failed else collector.record_completion)(stamps)
 
     def _on_leaving(self, worker: WorkerHandle, reason: str) -> None:
-        logger.info("worker {} ({}) pid {} leaves: {}", worker.id, worker.role.value, worker.pid,
-                    reason)
+        level = "WARNING" if reason.startswith("unhealthy") else "INFO"  # not a recycle
+        logger.log(level, "worker {} ({}) pid {} leaves: {}", worker.id, worker.role.value,
+                   worker.pid, reason)
         if worker.state is not WorkerState.LEAVING:
             worker.move(WorkerState.LEAVING)
         self._requeue(list(worker.in_flight))
@@ -529,10 +542,10 @@ class Supervisor:
         if crashed:
             logger.warning("worker {} ({}) pid {} died: {}", worker.id, worker.role.value,
                            worker.pid, describe_exit(event.exitcode))
-            culprit = next((t for t in leftovers if t.id == event.running_task), None)
+            culprit, what = _find_culprit(leftovers, event.running_task)
             if culprit is not None:
                 leftovers.remove(culprit)
-                error = WorkerCrashedError(worker.pid or 0, event.exitcode, culprit.describe())
+                error = WorkerCrashedError(worker.pid or 0, event.exitcode, what)
                 self._retry_or_fail(culprit, error, None)
         self._requeue(leftovers)
         orphan = self._temporary_tasks.pop(worker.id, None)
@@ -608,14 +621,24 @@ class Supervisor:
             missing += [role] * (want - have)
         return missing
 
+    def _backing_off(self, now: float) -> bool:
+        """True while on_create keeps failing and no new start may be tried yet.
+
+        After a failure, starts wait out the breaker's backoff and go one at a
+        time; replacements and burst starts alike, so neither can spin.
+        """
+        if now < self._breaker.next_attempt(now):
+            return True
+        return self._breaker.failing and any(
+            w.state is WorkerState.STARTING for w in self._workers.values()
+        )
+
     def _replace_missing(self, now: float) -> None:
         """Keep base and reserved counts whole; back off while on_create keeps failing."""
         missing = self._missing_workers()
-        if not missing or now < self._breaker.next_attempt(now):
+        if not missing or self._backing_off(now):
             return
         if self._breaker.failing:
-            if any(w.state is WorkerState.STARTING for w in self._workers.values()):
-                return
             missing = missing[:1]  # after failures, try one at a time
         for role in missing:
             logger.info("starting a replacement {} worker", role.value)
@@ -693,10 +716,13 @@ class Supervisor:
             mean_task_seconds=self._metrics.recent_mean_execution(),
             worker_start_seconds=self._start_seconds,
         )
+        self._burst.cooldown_ticks = _cooldown_ticks(
+            self.config.burst_cooldown, interval, self._start_seconds
+        )
         decision = self._burst.decide(snapshot)
-        if decision.start:
+        if decision.start and not self._backing_off(now):
             logger.info("burst: starting {} workers ({})", decision.start, decision.reason)
-            for _ in range(decision.start):
+            for _ in range(1 if self._breaker.failing else decision.start):
                 self._start_worker(WorkerRole.BURST)
         if decision.retire:
             logger.info("burst: retiring {} idle workers ({})", len(decision.retire),
@@ -854,6 +880,39 @@ class Supervisor:
             hook()
         except Exception as exc:
             logger.warning("stats dump failed: {!r}", exc)
+
+
+def _find_culprit(leftovers: list[Task], running: int | None) -> tuple[Task | None, str]:
+    """Which task killed its worker, from the progress slot: ``(task, description)``.
+
+    A positive id was running. A negative one is the first task of a batch the
+    worker was still loading: a task sent alone is then the culprit; otherwise
+    every leftover is marked to be sent alone, so the next crash names it.
+    """
+    if running is None:
+        return None, ""
+    if running > 0:
+        task = next((t for t in leftovers if t.id == running), None)
+        return task, task.describe() if task is not None else ""
+    first = next((t for t in leftovers if t.id == -running), None)
+    if first is not None and first.alone:
+        return first, f"{first.describe()}, while loading its arguments"
+    for task in leftovers:
+        task.alone = True
+    return None, ""
+
+
+def _cooldown_ticks(cooldown: float, interval: float, start_seconds: float | None) -> int:
+    """``Config.burst_cooldown`` in burst ticks, never shorter than one worker start-up.
+
+    Ski rental: an idle worker kept as long as it took to start one never costs more
+    than twice the best choice made in hindsight, whatever the next wave does. At least
+    one tick, however short the cooldown; 1 when bursting is off (the controller holds).
+    """
+    if not interval:
+        return 1
+    seconds = max(cooldown, start_seconds or 0.0)
+    return max(1, math.ceil(seconds / interval - 1e-9))
 
 
 def _take_in_flight(worker: WorkerHandle, task_id: int) -> Task | None:

@@ -63,7 +63,8 @@ class WorkerGone(NamedTuple):
 
     worker_id: int
     exitcode: int | None
-    #: id of the task it was running when it died, if any
+    #: id of the task it was running when it died, if any; negative: the first id
+    #: of a batch it was still loading
     running_task: int | None
     destroy_error: str | None
 

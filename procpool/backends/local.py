@@ -77,10 +77,16 @@ class LocalBackend(Backend):
     def start_worker(self, worker_id: int) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         progress = self._ctx.RawArray("d", 2)
-        close_fd = parent_conn.fileno() if self._start_method == "fork" else None
+        close_fds: tuple[int, ...] = ()
+        if self._start_method == "fork":
+            # A forked child copies every fd: it must drop the supervisor's end of
+            # its own pipe *and of every other worker's*, or that worker never
+            # sees its pipe close when the supervisor dies (see worker.py).
+            others = (w.conn.fileno() for w in self._workers.values() if w.conn is not None)
+            close_fds = (parent_conn.fileno(), *others)
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(child_conn, self._spec_bytes, progress, close_fd),
+            args=(child_conn, self._spec_bytes, progress, close_fds),
             name=f"procpool-worker-{worker_id}",
         )
         process.start()

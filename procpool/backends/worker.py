@@ -122,13 +122,16 @@ class _Outbox:
         return items
 
 
-def _is_healthy(check_health: Callable[[BaseException], bool] | None, exc: BaseException) -> bool:
+def _unhealthy_reason(
+    check_health: Callable[[BaseException], bool] | None, exc: BaseException
+) -> str | None:
+    """None when the worker may go on after ``exc``; else why it must leave."""
     if check_health is None:
-        return True
+        return None
     try:
-        return bool(check_health(exc))
-    except BaseException:
-        return False  # a failing health check is itself a sign of trouble
+        return None if check_health(exc) else "unhealthy"
+    except BaseException as failure:  # a failing health check is itself a sign of trouble
+        return f"unhealthy: check_health raised {type(failure).__qualname__}: {failure}"
 
 
 def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> str | None:
@@ -136,6 +139,7 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
     pending: deque[tuple[int, Any, tuple[Any, ...], dict[str, Any]]] = deque()
     outbox = _Outbox(conn)
     rss_reader = _rss_reader() if spec.max_memory else None
+    max_memory = spec.max_memory or 0
     tasks_done = 0
     while True:
         if not pending:
@@ -143,18 +147,19 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
             message = wire.loads(conn.recv_bytes())
             if type(message) is wire.Leave:
                 return None
-            _unpack(message, pending, outbox)
+            _unpack(message, pending, outbox, progress)
             continue
         task_id, fn, args, kwargs = pending.popleft()
         started = monotonic()
         progress[1] = started
         progress[0] = task_id
+        unhealthy = None
         try:
             item = fn(resource, *args, **kwargs)
             outcome = wire.OK
         except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the worker lives
-            healthy = _is_healthy(spec.check_health, exc)
-            outcome = wire.RAISED if healthy else wire.RAISED_UNHEALTHY
+            unhealthy = _unhealthy_reason(spec.check_health, exc)
+            outcome = wire.RAISED if unhealthy is None else wire.RAISED_UNHEALTHY
             item = _error_report(exc)
         finished = monotonic()
         progress[0] = 0.0
@@ -162,12 +167,10 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
         outbox.add(task_id, outcome, (started, finished), item)
         del item
         tasks_done += 1
-        reason = None
-        if outcome == wire.RAISED_UNHEALTHY:
-            reason = "unhealthy"
-        elif spec.max_tasks is not None and tasks_done >= spec.max_tasks:
+        reason = unhealthy
+        if reason is None and spec.max_tasks is not None and tasks_done >= spec.max_tasks:
             reason = "max_tasks_per_worker reached"
-        elif rss_reader is not None and spec.max_memory and rss_reader() > spec.max_memory:
+        elif reason is None and rss_reader is not None and rss_reader() > max_memory:
             reason = "max_memory_per_worker exceeded"
         if reason is not None:
             outbox.flush()
@@ -177,7 +180,11 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
             outbox.flush()
 
 
-def _unpack(message: wire.RunBatch, pending: deque[Any], outbox: _Outbox) -> None:
+def _unpack(message: wire.RunBatch, pending: deque[Any], outbox: _Outbox, progress: Any) -> None:
+    # While loading, the slot holds the batch's first id, negated: if loading kills
+    # the process (an argument that exhausts memory), the supervisor still knows
+    # which batch did it, and does not send it again as it was.
+    progress[0] = -message.task_ids[0]
     try:
         tasks = wire.loads(message.payload)
     except BaseException as exc:
@@ -187,20 +194,39 @@ def _unpack(message: wire.RunBatch, pending: deque[Any], outbox: _Outbox) -> Non
         for task_id in message.task_ids:
             outbox.add(task_id, wire.UNREADABLE_TASK, (now, now), text)
         return
+    finally:
+        progress[0] = 0.0
     pending.extend((task_id, *task) for task_id, task in zip(message.task_ids, tasks, strict=True))
 
 
 def _rss_reader() -> Callable[[], int]:
-    import psutil
+    """The worker's resident set size in bytes, read after every task.
 
-    me = psutil.Process()
-    return lambda: int(me.memory_info().rss)
+    On Linux one ``pread`` of ``/proc/self/statm`` (~2 us), the file psutil
+    reads too, but psutil's path costs ~25 us: half again the pool's whole
+    overhead on a tiny task (scripts/bench_recycling.py). Elsewhere, psutil.
+    """
+    try:
+        fd = os.open("/proc/self/statm", os.O_RDONLY)
+    except OSError:
+        import psutil
+
+        me = psutil.Process()
+        return lambda: int(me.memory_info().rss)
+    page = os.sysconf("SC_PAGE_SIZE")
+    return lambda: int(os.pread(fd, 64, 0).split()[1]) * page
 
 
-def worker_main(conn: Connection, spec_bytes: bytes, progress: Any, close_fd: int | None) -> None:
-    """Entry point of a worker process (the ``target`` of its Process)."""
-    if close_fd is not None:
-        os.close(close_fd)  # "fork" copied the supervisor's end of our pipe; drop it
+def worker_main(
+    conn: Connection, spec_bytes: bytes, progress: Any, close_fds: tuple[int, ...] = ()
+) -> None:
+    """Entry point of a worker process (the ``target`` of its Process).
+
+    ``close_fds``: the supervisor's pipe ends that "fork" copied into this
+    process; holding them would keep those pipes open after the supervisor dies.
+    """
+    for fd in close_fds:
+        os.close(fd)
     # Ctrl-C in a terminal reaches the whole process group: let the caller's
     # process decide what happens, instead of every task dying mid-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 # Seconds queued work may wait before the pool grows. Shorter answers smaller backlogs
 # (more process starts, more memory); longer tolerates more queueing (fewer starts).
 DEFAULT_TARGET_DRAIN_SECONDS = 2.0
-# Backlog-free ticks before idle burst workers are retired (10 s at the default 0.2 s
-# interval). More ticks keep warm workers through longer lulls, at the cost of idle
-# memory; fewer give memory back sooner but may kill workers the next wave needs again.
-DEFAULT_COOLDOWN_TICKS = 50
+# Backlog-free ticks before idle burst workers are retired (1 s at the default 0.2 s
+# interval; the supervisor derives it from Config.burst_cooldown, whose comment says why).
+# More ticks keep warm workers through longer lulls, at the cost of idle memory; fewer
+# give memory back sooner but may kill workers the next wave needs again.
+DEFAULT_COOLDOWN_TICKS = 5
 _EPSILON = 1e-9  # so that 3.0000000001 workers does not round up to 4
 
 
@@ -67,7 +68,7 @@ class BurstController:
     (at least one), never below what the arrival rate keeps busy, never a
     base worker or a busy one.
 
-    Defaults: ``target_drain_seconds`` 2.0 and ``cooldown_ticks`` 50; if in
+    Defaults: ``target_drain_seconds`` 2.0 and ``cooldown_ticks`` 5; if in
     doubt, use them. One controller per pool, called from one thread: it
     remembers the quiet ticks and which workers it has already retired (those
     may stay listed as idle until they exit; they are not retired twice).

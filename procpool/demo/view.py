@@ -1,0 +1,264 @@
+"""How the demo shows each tick: a live rich screen, plain lines, or JSON lines.
+
+All three have the same three calls: :meth:`start` once before the pool
+starts, :meth:`update` per tick, :meth:`finish` with the run's summary.
+rich is imported only by :class:`LiveView`, which :func:`choose_view` picks
+only for a terminal with rich installed (``pip install "procpool[demo]"``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol, TextIO
+
+from procpool.demo.record import Tick
+
+#: Ticks of history behind the sparklines of the live view.
+HISTORY = 24
+
+_BARS = "▁▂▃▄▅▆▇█"
+_ROLE_STYLE = {"supervisor": "magenta", "base": "cyan", "burst": "yellow", "reserved": "blue",
+               "temporary": "blue"}
+_STATE_STYLE = {"busy": "green", "idle": "dim", "starting": "yellow", "leaving": "red"}
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The run's settings, for headers."""
+
+    pattern: str
+    duration: float
+    peak_rate: float
+    task_ms: float
+    workers: int
+    max_workers: int
+
+    def header(self) -> str:
+        plural = "s" if self.workers > 1 else ""
+        return (f"procpool demo: {self.pattern} load up to {self.peak_rate:g} tasks/s of"
+                f" ~{self.task_ms:g} ms CPU each, for {self.duration:g} s;"
+                f" {self.workers} base worker{plural}, up to {self.max_workers} in all")
+
+
+class View(Protocol):
+    def start(self) -> None: ...
+    def update(self, tick: Tick) -> None: ...
+    def finish(self, summary: dict[str, Any]) -> None: ...
+
+
+def choose_view(info: RunInfo, *, json_lines: bool, out: TextIO | None = None) -> View:
+    """JSON lines if asked; the live view on a terminal with rich; else plain lines."""
+    out = out or sys.stdout
+    if json_lines:
+        return JsonView(out)
+    if out.isatty():
+        try:
+            import rich  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return LiveView(info, out)
+    return PlainView(info, out)
+
+
+def summary_lines(summary: dict[str, Any]) -> list[str]:
+    s = summary
+    how = "stopped by a signal" if s["interrupted"] else "finished"
+    return [
+        f"procpool demo {how} after {s['duration_seconds']:.1f} s",
+        f"  tasks  {s['tasks_submitted']} submitted: {s['tasks_completed']} completed,"
+        f" {s['tasks_failed']} failed, {s['tasks_crashed']} crashed,"
+        f" {s['tasks_cancelled']} cancelled (still queued at the end)",
+        f"  burst  up to {s['max_burst_workers']} burst workers at once;"
+        f" {s['burst_workers_started']} started, {s['burst_workers_stopped']} left",
+        f"  queue  up to {s['max_queued_tasks']} tasks waiting;"
+        f" p95 execution time {s['p95_ms']:.0f} ms",
+        *([f"  plot   {s['plot']}"] if s.get("plot") else []),
+        *([f"  stats  {s['stats_file']} (dump_stats() of the last tick)"]
+          if s.get("stats_file") else []),
+    ]
+
+
+class JsonView:
+    """One JSON object per tick, then the summary object: for scripts."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def start(self) -> None:
+        pass
+
+    def update(self, tick: Tick) -> None:
+        self._write(tick.to_json())
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self._write(summary)
+
+    def _write(self, data: dict[str, Any]) -> None:
+        self._out.write(json.dumps(data, separators=(",", ":")) + "\n")
+        self._out.flush()
+
+
+class PlainView:
+    """One line per tick, for logs and pipes."""
+
+    def __init__(self, info: RunInfo, out: TextIO) -> None:
+        self._info = info
+        self._out = out
+
+    def start(self) -> None:
+        self._print(self._info.header())
+
+    def update(self, tick: Tick) -> None:
+        self._print(plain_line(tick))
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        for line in summary_lines(summary):
+            self._print(line)
+
+    def _print(self, line: str) -> None:
+        self._out.write(line + "\n")
+        self._out.flush()
+
+
+def plain_line(tick: Tick) -> str:
+    c = tick.counts
+    return (
+        f"{tick.t:5.1f}s target {tick.target_rate:5.1f}/s | workers base {tick.base_workers}"
+        f" burst {tick.burst_workers} busy {tick.busy_workers} starting {tick.starting_workers}"
+        f" | queued {tick.queued_tasks} priority {tick.priority_tasks}"
+        f" | in {tick.arrival_rate:5.1f}/s out {tick.completion_rate:5.1f}/s"
+        f" | p95 {tick.p95_ms:4.0f} ms | done {c.completed} failed {c.failed}"
+        f" crashed {c.crashed}"
+    )
+
+
+class LiveView:
+    """A rich screen redrawn every tick: the pool, sparklines and one row per process."""
+
+    def __init__(self, info: RunInfo, out: TextIO) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._info = info
+        self._console = Console(file=out)
+        self._live = Live(console=self._console, auto_refresh=False, transient=False)
+        self._history: dict[str, deque[float]] = {
+            name: deque(maxlen=HISTORY) for name in ("workers", "queue", "arrival", "completion")
+        }
+
+    def start(self) -> None:
+        self._console.print(f"[bold]{self._info.header()}[/]")
+        self._console.print("[dim]starting the base workers... Ctrl-C stops the demo[/]")
+        self._live.start()
+
+    def update(self, tick: Tick) -> None:
+        history = self._history
+        history["workers"].append(tick.base_workers + tick.burst_workers)
+        history["queue"].append(tick.queued_tasks + tick.priority_tasks)
+        history["arrival"].append(tick.arrival_rate)
+        history["completion"].append(tick.completion_rate)
+        self._live.update(render(tick, self._info, history), refresh=True)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self._live.stop()
+        for line in summary_lines(summary):
+            self._console.print(line, highlight=False)
+
+
+def render(tick: Tick, info: RunInfo, history: dict[str, deque[float]]) -> Any:
+    """The live screen for one tick (a rich renderable)."""
+    from rich import box
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    c = tick.counts
+    top_rate = max([info.peak_rate, *history["arrival"], *history["completion"]])
+    pool = Table.grid(padding=(0, 2))
+    pool.add_column(style="bold")
+    pool.add_column()
+    pool.add_column()
+    pool.add_row(
+        "workers", worker_bar(tick, info.max_workers),
+        Text.assemble(
+            ("base ", "dim"), (str(tick.base_workers), "cyan"),
+            ("  burst ", "dim"), (str(tick.burst_workers), "bold yellow"),
+            ("  busy ", "dim"), (str(tick.busy_workers), "green"),
+            ("  starting ", "dim"), str(tick.starting_workers),
+        ),
+    )
+    pool.add_row(
+        "queued", Text(sparkline(history["queue"], max([1.0, *history["queue"]])), "blue"),
+        Text.assemble(str(tick.queued_tasks), (" normal  ", "dim"),
+                      str(tick.priority_tasks), (" priority", "dim")),
+    )
+    pool.add_row(
+        "arrivals", Text(sparkline(history["arrival"], top_rate), "magenta"),
+        Text.assemble(f"{tick.arrival_rate:6.1f}/s", (f"  target {tick.target_rate:.0f}/s", "dim")),
+    )
+    pool.add_row(
+        "completions", Text(sparkline(history["completion"], top_rate), "green"),
+        f"{tick.completion_rate:6.1f}/s",
+    )
+    pool.add_row("p95 time", "", f"{tick.p95_ms:6.0f} ms")
+    pool.add_row(
+        "tasks", "",
+        Text.assemble(str(c.completed), (" done  ", "dim"), (str(c.failed), "red"),
+                      (" failed  ", "dim"), (str(c.crashed), "red"), (" crashed  ", "dim"),
+                      str(c.submitted), (" submitted", "dim")),
+    )
+    processes = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
+    processes.add_column("pid", justify="right")
+    processes.add_column("role")
+    processes.add_column("state")
+    for name in ("CPU %", "RSS MiB", "tasks", "uptime"):
+        processes.add_column(name, justify="right")
+    for p in tick.processes:
+        processes.add_row(
+            str(p["pid"] or "-"),
+            Text(p["role"], _ROLE_STYLE.get(p["role"], "")),
+            Text(p["state"], _STATE_STYLE.get(p["state"], "")),
+            "-" if p["cpu_percent"] is None else f"{p['cpu_percent']:.0f}",
+            "-" if p["rss_bytes"] is None else f"{p['rss_bytes'] / 2**20:.0f}",
+            str(p["tasks_done"]),
+            f"{p['uptime_seconds']:.1f}s",
+        )
+    progress = min(tick.t / info.duration, 1.0)
+    title = Text.assemble(
+        ("procpool demo", "bold cyan"), f"  {info.pattern}  ",
+        (f"{tick.t:5.1f}", "bold"), f" / {info.duration:g} s  ",
+        ("━" * round(24 * progress), "cyan"), ("━" * (24 - round(24 * progress)), "grey30"),
+    )
+    return Group(
+        Panel(pool, title=title, title_align="left", border_style="cyan"),
+        processes,
+        Text("Ctrl-C stops: queued tasks are cancelled, running ones finish", "dim"),
+    )
+
+
+def worker_bar(tick: Tick, max_workers: int) -> Any:
+    """One block per worker slot: base, burst (ready or starting), free."""
+    from rich.text import Text
+
+    bar = Text()
+    pool = [p for p in tick.processes
+            if p["role"] in ("base", "burst") and p["state"] != "leaving"]
+    for p in sorted(pool, key=lambda p: (p["role"] != "base", p["worker_id"])):
+        style = "cyan" if p["role"] == "base" else "yellow"
+        bar.append("▒" if p["state"] == "starting" else "█", style)
+    bar.append("·" * max(0, max_workers - len(pool)), "grey30")
+    return bar
+
+
+def sparkline(values: Any, top: float) -> str:
+    """``values`` as a row of bars, ``top`` being the full height; padded to HISTORY."""
+    bars = [
+        _BARS[min(len(_BARS) - 1, int(v / top * (len(_BARS) - 1) + 0.5))] if top > 0 else _BARS[0]
+        for v in values
+    ]
+    return " " * (HISTORY - len(bars)) + "".join(bars)

@@ -1,0 +1,158 @@
+"""Per-process figures of a pool (CPU, memory, threads), read with psutil.
+
+:class:`StatsDumper` builds what :meth:`procpool.TaskManager.dump_stats`
+returns: the pool's :class:`~procpool.Stats` and :class:`~procpool.Metrics`
+plus one entry per process, the caller's process (where the supervisor
+thread runs) first, then every worker. It is meant to be called often (a
+monitoring loop, a live view every 250 ms):
+
+* ``psutil.Process`` objects are kept per worker between calls, because
+  ``cpu_percent()`` reports the CPU used *since the previous call on the same
+  object* (a fresh object always says 0.0). The first reading of a process is
+  therefore 0.0; the next ones cover the time since the previous call.
+* Each process is read inside ``Process.oneshot()``, so its ``/proc`` files
+  are parsed once per call, not once per figure.
+
+It takes only the supervisor's short snapshot locks and never waits for the
+supervisor thread, so the supervisor itself may call it (``Config.stats_dump_path``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import threading
+from time import monotonic, time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+if TYPE_CHECKING:
+    from procpool.supervisor import Supervisor
+
+#: Role of the entry that stands for the caller's process, where the supervisor runs.
+SUPERVISOR_ROLE = "supervisor"
+
+
+class StatsDumper:
+    """Builds JSON-ready snapshots of one supervisor's pool; safe from any thread."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self._supervisor = supervisor
+        self._started = monotonic()
+        self._lock = threading.Lock()  # guards the cached psutil objects
+        self._own = psutil.Process()
+        # (worker id, pid) -> Process: a recycled pid is never mistaken for an old worker.
+        self._workers: dict[tuple[int, int], psutil.Process] = {}
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"time", "stats", "metrics", "processes"}``, ready for ``json.dumps``."""
+        supervisor = self._supervisor
+        stats = supervisor.stats()
+        metrics = supervisor.metrics()
+        handles = supervisor.worker_handles()
+        now = monotonic()
+        with self._lock:
+            processes = [
+                _entry(
+                    self._own, os.getpid(), SUPERVISOR_ROLE, supervisor.state,
+                    metrics.total_tasks_completed, now - self._started, None,
+                )
+            ]
+            seen = set()
+            for handle in sorted(handles, key=lambda h: h.id):
+                pid = handle.pid  # None while the worker is still inside on_create
+                proc = None
+                if pid is not None:
+                    key = (handle.id, pid)
+                    seen.add(key)
+                    proc = self._workers.get(key) or _process(pid)
+                    if proc is not None:
+                        self._workers[key] = proc
+                processes.append(_entry(
+                    proc, pid, handle.role.value, handle.state.value, handle.tasks_done,
+                    now - handle.created_at, handle.id,
+                ))
+            for key in self._workers.keys() - seen:
+                del self._workers[key]
+        return {
+            "time": time(),
+            "stats": _flat_dict(stats),
+            "metrics": _flat_dict(metrics),
+            "processes": processes,
+        }
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write a snapshot to ``path`` as JSON, atomically (readers never see half a file)."""
+        write_json_atomic(path, self.snapshot())
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write ``data`` as JSON to a temporary file beside ``path``, then rename it over ``path``.
+
+    ``os.replace`` within one folder is atomic on POSIX: a reader sees the
+    old file or the new one, never a partial write.
+    """
+    target = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(target))
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(data, out, separators=(",", ":"), allow_nan=False)
+        os.replace(temp, target)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None  # already gone
+
+
+def _entry(
+    proc: psutil.Process | None, pid: int | None, role: str, state: str, tasks_done: int,
+    uptime: float, worker_id: int | None,
+) -> dict[str, Any]:
+    cpu: float | None = None
+    rss: int | None = None
+    threads: int | None = None
+    if proc is not None:
+        try:
+            with proc.oneshot():
+                cpu = proc.cpu_percent()
+                rss = proc.memory_info().rss
+                threads = proc.num_threads()
+        except psutil.Error:
+            pass  # exited between the snapshot and this read: figures unknown
+    return {
+        "pid": pid,
+        "worker_id": worker_id,
+        "role": role,
+        "state": state,
+        "cpu_percent": cpu,
+        "rss_bytes": rss,
+        "num_threads": threads,
+        "tasks_done": tasks_done,
+        "uptime_seconds": round(uptime, 3),
+    }
+
+
+def _flat_dict(record: Any) -> dict[str, Any]:
+    """A dataclass of plain numbers as a dict (``asdict`` is ten times slower: it deep-copies).
+
+    Strict JSON has no NaN or infinity (a user's collector might report them): None.
+    """
+    values = {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    return {
+        key: None if isinstance(value, float) and not math.isfinite(value) else value
+        for key, value in values.items()
+    }

@@ -1,0 +1,288 @@
+"""Elasticity benchmark: a bursting pool against static pools, on replayed load traces.
+
+Each trace (steady, step, spike, sine) is a fixed list of arrival times and task
+lengths, replayed open-loop (a task is queued at its time whether or not earlier
+ones are done) against three pools:
+
+* ``burst``: ``worker_count`` base workers, bursting up to ``max_worker_count``;
+* ``static-base``: ``worker_count`` workers, no bursting;
+* ``static-max``: ``max_worker_count`` workers, no bursting.
+
+For each run it measures the p95 wait (queued -> started, both stamps from the
+monotonic clock that the workers share), the worker-seconds (live worker
+processes, starting ones included, sampled from ``stats()`` every 20 ms and
+integrated from the first arrival to the last completion or the end of the
+trace, whichever is later) and the burst pool's scale events (its logged
+decisions to start or retire workers). Each configuration runs ``--reps``
+times; the tables show medians.
+
+Tasks sleep (uniform 100-400 ms): bursting is about concurrency, and a 2-core
+machine can host 8 sleeping workers meaningfully but not 8 busy ones. Peak load
+is sized for the max pool (as ``max_worker_count`` should be): it keeps up,
+and the base pool does not.
+
+Run: python scripts/bench_burst.py            (3 reps, about 7 minutes)
+     python scripts/bench_burst.py --reps 1 --traces spike sine
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any
+
+from loguru import logger
+
+import procpool
+
+BASE_WORKERS = 2
+MAX_WORKERS = 8
+BURST_INTERVAL = 0.2
+TASK_SECONDS = (0.1, 0.4)  # uniform; mean 0.25 s, so 2 workers do 8 tasks/s and 8 do 32/s
+SAMPLE_EVERY = 0.02  # seconds between stats() samples for the worker-seconds integral
+
+# Targets, as ratios of the burst pool to the static max pool.
+P95_WAIT_RATIO = 1.25
+WORKER_SECONDS_RATIO = 0.6
+WORKER_SECONDS_TRACES = ("spike", "sine")
+EVENTS_PER_LOAD_CHANGE = 2
+
+
+@dataclass(frozen=True)
+class Trace:
+    name: str
+    description: str
+    seconds: float
+    load_changes: int  # rises and falls of the load, to judge the scale events by
+    arrivals: list[tuple[float, float]]  # (offset seconds, task seconds), sorted
+
+
+def _paced(rate: Callable[[float], float], seconds: float) -> list[float]:
+    """Arrival times of a deterministic stream whose rate (tasks/s) follows ``rate(t)``."""
+    times, owed, t, step = [], 0.5, 0.0, 0.001
+    while t < seconds:
+        owed += rate(t) * step
+        while owed >= 1.0:
+            owed -= 1.0
+            times.append(t)
+        t += step
+    return times
+
+
+def make_traces(seed: int = 7) -> dict[str, Trace]:
+    rng = random.Random(seed)
+
+    def trace(name: str, description: str, seconds: float, changes: int,
+              times: list[float]) -> Trace:
+        times = sorted(times)
+        return Trace(name, description, seconds, changes,
+                     [(t, rng.uniform(*TASK_SECONDS)) for t in times])
+
+    def sine(t: float) -> float:
+        return 14.0 - 12.0 * math.cos(2 * math.pi * t / 12.0)
+
+    return {
+        "steady": trace("steady", "6/s for 8 s (75% of the base pool)", 8.0, 0,
+                        _paced(lambda t: 6.0, 8.0)),
+        "step": trace("step", "4/s for 2 s, then 20/s for 8 s", 10.0, 1,
+                      _paced(lambda t: 4.0 if t < 2.0 else 20.0, 10.0)),
+        "spike": trace("spike", "4/s for 10 s, plus 60 tasks at once at 2 s", 10.0, 2,
+                       _paced(lambda t: 4.0, 10.0) + [2.0] * 60),
+        "sine": trace("sine", "2/s to 26/s and back over 12 s", 12.0, 2, _paced(sine, 12.0)),
+    }
+
+
+def pool_configs(burst_options: dict[str, Any]) -> dict[str, procpool.Config[Any]]:
+    common: dict[str, Any] = {"on_create": make_resource, "resource_pool_size": 0}
+    return {
+        "burst": procpool.Config(worker_count=BASE_WORKERS, max_worker_count=MAX_WORKERS,
+                                 burst_interval=BURST_INTERVAL, **burst_options, **common),
+        "static-base": procpool.Config(worker_count=BASE_WORKERS, **common),
+        "static-max": procpool.Config(worker_count=MAX_WORKERS, **common),
+    }
+
+
+def make_resource() -> dict[str, int]:
+    return {}
+
+
+def sleep_task(resource: dict[str, int], seconds: float) -> tuple[float, float]:
+    """Runs in the worker: the work, and when it started and finished."""
+    started = time.monotonic()
+    time.sleep(seconds)
+    return started, time.monotonic()
+
+
+@dataclass
+class Run:
+    p95_wait: float
+    mean_wait: float
+    worker_seconds: float
+    events: int
+    reversals: int
+    peak_workers: int
+
+
+@dataclass
+class EventLog:
+    """Collects the burst decisions that procpool logs (one line per scale event)."""
+
+    moves: list[str] = field(default_factory=list)
+
+    def sink(self, message: Any) -> None:
+        text = message.record["message"]
+        if text.startswith("burst: starting"):
+            self.moves.append("up")
+        elif text.startswith("burst: retiring"):
+            self.moves.append("down")
+
+
+def run_once(trace: Trace, config: procpool.Config[Any], events: EventLog) -> Run:
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+    with procpool.TaskManager(config) as manager:
+
+        def sample() -> None:
+            while not stop.is_set():
+                stats = manager.stats()
+                samples.append((monotonic(), stats.base_workers + stats.burst_workers))
+                stop.wait(SAMPLE_EVERY)
+
+        events.moves.clear()
+        sampler = threading.Thread(target=sample, daemon=True)
+        start = monotonic()
+        sampler.start()
+        submitted: list[tuple[float, Any]] = []
+        for offset, seconds in trace.arrivals:
+            delay = start + offset - monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            submitted.append((monotonic(), manager.queue_task(sleep_task, seconds)))
+        stamps = [(queued, future.result()) for queued, future in submitted]
+        end = max(start + trace.seconds, *(finished for _, (_, finished) in stamps))
+        while monotonic() < end:  # the trace may end after its last task
+            time.sleep(end - monotonic())
+        stop.set()
+        sampler.join()
+        moves = list(events.moves)
+    waits = sorted(started - queued for queued, (started, _) in stamps)
+    return Run(
+        p95_wait=waits[max(0, math.ceil(0.95 * len(waits)) - 1)],
+        mean_wait=statistics.fmean(waits),
+        worker_seconds=_integral(samples, start, end),
+        events=len(moves),
+        reversals=sum(a != b for a, b in itertools.pairwise(moves)),
+        peak_workers=max(count for _, count in samples),
+    )
+
+
+def _integral(samples: list[tuple[float, int]], start: float, end: float) -> float:
+    """Worker-seconds from ``start`` to ``end``: each sample holds until the next one."""
+    total = 0.0
+    for (t, count), (t_next, _) in zip(samples, [*samples[1:], (end, 0)], strict=True):
+        lo, hi = max(t, start), min(t_next, end)
+        if hi > lo:
+            total += count * (hi - lo)
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--traces", nargs="*", default=["steady", "step", "spike", "sine"])
+    parser.add_argument("--cooldown", type=float, help="burst_cooldown (default: Config's)")
+    parser.add_argument("--json", help="also write every run's numbers to this file")
+    args = parser.parse_args()
+
+    logger.remove()  # the benchmark prints its own tables; keep only the burst decisions
+    events = EventLog()
+    logger.add(events.sink, level="INFO", filter="procpool")
+    logger.enable("procpool")
+
+    traces = make_traces()
+    configs = pool_configs({} if args.cooldown is None else {"burst_cooldown": args.cooldown})
+    runs: dict[tuple[str, str], list[Run]] = {}
+    began = monotonic()
+    for rep in range(args.reps):
+        for name in args.traces:
+            pools = list(configs)
+            pools = pools[rep % len(pools):] + pools[:rep % len(pools)]  # rotate the order
+            for pool in pools:
+                result = run_once(traces[name], configs[pool], events)
+                runs.setdefault((name, pool), []).append(result)
+                print(f"rep {rep + 1} {name:6} {pool:11} p95 wait {result.p95_wait:6.3f} s "
+                      f"worker-s {result.worker_seconds:6.1f} events {result.events} "
+                      f"peak {result.peak_workers}", file=sys.stderr, flush=True)
+    took = monotonic() - began
+
+    print(report(traces, configs, runs, args, took))
+    if args.json:
+        with open(args.json, "w") as out:
+            json.dump({f"{t}/{p}": [vars(r) for r in rs] for (t, p), rs in runs.items()}, out,
+                      indent=1)
+
+
+def report(traces: dict[str, Trace], configs: dict[str, procpool.Config[Any]],
+           runs: dict[tuple[str, str], list[Run]], args: argparse.Namespace, took: float) -> str:
+    def med(trace: str, pool: str, what: str) -> float:
+        return float(statistics.median(getattr(r, what) for r in runs[trace, pool]))
+
+    lines = [
+        f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
+        f"reps={args.reps}, total {took / 60:.1f} min. Medians of the reps; "
+        f"burst = {BASE_WORKERS} base workers bursting to {MAX_WORKERS} "
+        f"(burst_interval {BURST_INTERVAL} s, burst_cooldown "
+        f"{configs['burst'].burst_cooldown} s, other settings default).",
+        "",
+        "| trace | pool | p95 wait s | mean wait s | worker-s | peak workers | scale events |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in args.traces:
+        for pool in ("burst", "static-base", "static-max"):
+            events = f"{med(name, pool, 'events'):.0f}" if pool == "burst" else "-"
+            lines.append(
+                f"| {name} | {pool} | {med(name, pool, 'p95_wait'):.3f} "
+                f"| {med(name, pool, 'mean_wait'):.3f} | {med(name, pool, 'worker_seconds'):.1f} "
+                f"| {med(name, pool, 'peak_workers'):.0f} | {events} |"
+            )
+    lines += [
+        "",
+        "| trace | load | p95 wait burst / static-max | worker-s burst / static-max "
+        "| scale events (reversals) / load changes |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for name in args.traces:
+        trace = traces[name]
+        wait = med(name, "burst", "p95_wait") / max(med(name, "static-max", "p95_wait"), 1e-9)
+        work = med(name, "burst", "worker_seconds") / med(name, "static-max", "worker_seconds")
+        wait_ok = "met" if wait <= P95_WAIT_RATIO else "missed"
+        work_ok = ("met" if work <= WORKER_SECONDS_RATIO else "missed") \
+            if name in WORKER_SECONDS_TRACES else "no target"
+        ev, rev = med(name, "burst", "events"), med(name, "burst", "reversals")
+        ev_ok = "met" if ev <= EVENTS_PER_LOAD_CHANGE * trace.load_changes else "missed"
+        lines.append(
+            f"| {name} | {trace.description} | {wait:.2f} ({wait_ok}) | {work:.2f} ({work_ok}) "
+            f"| {ev:.0f} ({rev:.0f}) / {trace.load_changes} ({ev_ok}) |"
+        )
+    lines += [
+        "",
+        f"Targets: p95 wait <= {P95_WAIT_RATIO}x static-max; worker-seconds <= "
+        f"{WORKER_SECONDS_RATIO}x static-max on {' and '.join(WORKER_SECONDS_TRACES)}; "
+        f"at most {EVENTS_PER_LOAD_CHANGE} scale events per load change.",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
