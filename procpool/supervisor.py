@@ -87,6 +87,11 @@ PREFETCH_SECONDS = 0.001
 #: priority task may wait behind and what a crash may force to run again.
 PREFETCH_LIMIT = 64
 
+#: How many workers may die holding a task, outside any task, before that task
+#: fails. More forgives bad luck (a worker OOM-killed between tasks); fewer ends
+#: a crash loop caused by the task's own result sooner.
+MAX_UNEXPLAINED_DEATHS = 3
+
 #: How soon to look again at a timed task that was sent but has not started.
 TIMEOUT_RECHECK_SECONDS = 0.005
 
@@ -547,6 +552,8 @@ class Supervisor:
                 leftovers.remove(culprit)
                 error = WorkerCrashedError(worker.pid or 0, event.exitcode, what)
                 self._retry_or_fail(culprit, error, None)
+            else:
+                leftovers = self._drop_unlucky(worker, leftovers, event.exitcode)
         self._requeue(leftovers)
         orphan = self._temporary_tasks.pop(worker.id, None)
         if orphan is not None:
@@ -554,6 +561,25 @@ class Supervisor:
         worker.move(WorkerState.GONE)
         with self._lock:
             self._workers.pop(worker.id, None)
+
+    def _drop_unlucky(
+        self, worker: WorkerHandle, tasks: list[Task], exitcode: int | None
+    ) -> list[Task]:
+        """A worker died outside any task (e.g. while sending results): nobody to blame.
+
+        Its tasks go back to the queue, but a task that keeps being aboard when
+        that happens fails after :data:`MAX_UNEXPLAINED_DEATHS`, so no loop is endless.
+        """
+        kept = []
+        for task in tasks:
+            task.unexplained_deaths += 1
+            if task.unexplained_deaths < MAX_UNEXPLAINED_DEATHS:
+                kept.append(task)
+                continue
+            what = f"{task.describe()} (held by {task.unexplained_deaths} workers that died)"
+            self._record_end(TaskStamps(task.queued_at, monotonic(), monotonic()), failed=True)
+            task.fail(WorkerCrashedError(worker.pid or 0, exitcode, what))
+        return kept
 
     # -- actions -------------------------------------------------------------
 

@@ -58,6 +58,7 @@ class Task:
         "retries",
         "state",
         "timeout",
+        "unexplained_deaths",
     )
 
     def __init__(
@@ -89,6 +90,8 @@ class Task:
         self.alone = timeout is not None
         self.state = TaskState.QUEUED
         self.cancel_counted = False
+        #: workers that died holding this task while running none (see supervisor)
+        self.unexplained_deaths = 0
 
     @property
     def name(self) -> str:

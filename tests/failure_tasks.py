@@ -187,3 +187,14 @@ def hold_memory(resource: dict[str, Any], megabytes: int) -> int:
 
 def make_dict() -> dict[str, Any]:
     return {}
+
+
+class KillOnPickle:
+    """A result whose pickling ends the worker: it dies outside any task."""
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        os._exit(7)
+
+
+def return_kill_on_pickle(resource: Any, value: int) -> Any:
+    return KillOnPickle() if value < 0 else value
