@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
             " each task spins on the CPU for about --task-ms."
         ),
         epilog=(
-            "Ctrl-C stops the run early: queued tasks are cancelled, running ones finish and"
-            " the summary is printed (a second Ctrl-C kills the workers)."
+            "When the time is up, or at Ctrl-C, tasks still queued are cancelled (\"not"
+            " started\"), running ones finish, every worker leaves and a summary is printed;"
+            " a second Ctrl-C kills the workers at once. Exit code 130 after Ctrl-C."
         ),
     )
     pool = parser.add_argument_group("the pool")
@@ -94,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     pool.add_argument("--burst-interval", type=_seconds(allow_zero=True), default=0.2,
                       metavar="SECONDS", help="seconds between burst decisions; 0 turns"
                                               " bursting off (default %(default)s)")
-    pool.add_argument("--cooldown", type=_seconds(allow_zero=True), default=2.0,
+    pool.add_argument("--cooldown", type=_seconds(allow_zero=True), default=1.0,
                       metavar="SECONDS",
                       help="quiet time (no queued task) before idle burst workers leave"
                            " (default %(default)s)")
@@ -178,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             manager: TaskManager[Any] = TaskManager(config)
         except ProcPoolError as exc:
+            view.close()
             print(f"procpool-demo: the pool could not start: {exc}", file=sys.stderr)
             return 1
         feeder = Feeder(manager, load)
@@ -195,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             feeder.stop()
             manager.kill()
+            view.close()
             raise
         elapsed = monotonic() - started
     summary = recorder.summary(elapsed=elapsed, counts=feeder.counts(),

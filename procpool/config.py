@@ -55,14 +55,13 @@ class Config(Generic[R]):
     #: Seconds between burst decisions; None or 0 disables bursting.
     burst_interval: float | None = 0.2
     #: Seconds without a backlog before idle burst workers start to leave (half of them
-    #: per burst tick), and never less than the measured start-up time of a worker (spawn
-    #: + on_create): keeping an idle worker as long as it took to start one never costs
-    #: more than twice the best choice made in hindsight (the ski-rental rule), so pools of
-    #: slow-to-build resources keep them through longer lulls by themselves. Longer keeps
-    #: warm workers through lulls, at the cost of idle memory; shorter gives memory back
-    #: sooner but may retire workers the next wave needs again. 1 s outlasts the gaps of a
-    #: producer that works in sub-second waves, and in the elasticity benchmark
-    #: (BENCHMARKS.md) used about a fifth fewer worker-seconds than 2 s at the same waits.
+    #: per burst tick); never less than a worker's measured start-up time (spawn +
+    #: on_create), since keeping an idle worker as long as it took to start one never costs
+    #: more than twice the best choice made in hindsight (the ski-rental rule). Longer keeps
+    #: warm workers through lulls (idle memory); shorter gives memory back sooner but may
+    #: retire workers the next wave needs. 1 s outlasts the gaps of a producer working in
+    #: sub-second waves and, with the start-up floor, suits slow-to-build resources too
+    #: (BENCHMARKS.md, "Elasticity (burst scaling)", compares it with 2 s).
     burst_cooldown: float = 1.0
     #: Retries of a task whose worker was unhealthy or died under it; 0 means none.
     max_retries: int = 0
@@ -78,8 +77,9 @@ class Config(Generic[R]):
     #: timed task costs a worker restart when it overruns, and is sent alone (no batching).
     task_timeout: float | None = None
     #: Recycle a worker after this many tasks (``on_destroy``, then a fresh worker); None
-    #: means never. Each recycle costs a process start plus ``on_create``: ~0.1 s of one
-    #: worker's time with forkserver, ~10 ms with fork (scripts/bench_recycling.py, 2 cores).
+    #: means never. Each recycle costs a process start plus ``on_create``: with a trivial
+    #: ``on_create``, ~0.1 s of wall time per recycle with forkserver, ~10 ms with fork
+    #: (2 workers, 2 cores, scripts/bench_recycling.py).
     max_tasks_per_worker: int | None = None
     #: Recycle a worker whose RSS exceeds this many bytes after a task; None means never.
     #: The check reads RSS after every task: ~5 us per task on Linux (bench_recycling.py).

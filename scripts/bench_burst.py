@@ -31,6 +31,7 @@ import argparse
 import itertools
 import json
 import math
+import os
 import platform
 import random
 import statistics
@@ -129,8 +130,8 @@ class Run:
     p95_wait: float
     mean_wait: float
     worker_seconds: float
-    events: int
-    reversals: int
+    events: int  # logged decisions to start or retire workers
+    episodes: int  # runs of decisions in one direction (up, then down: 2)
     peak_workers: int
 
 
@@ -182,7 +183,7 @@ def run_once(trace: Trace, config: procpool.Config[Any], events: EventLog) -> Ru
         mean_wait=statistics.fmean(waits),
         worker_seconds=_integral(samples, start, end),
         events=len(moves),
-        reversals=sum(a != b for a, b in itertools.pairwise(moves)),
+        episodes=len(moves) and 1 + sum(a != b for a, b in itertools.pairwise(moves)),
         peak_workers=max(count for _, count in samples),
     )
 
@@ -214,6 +215,7 @@ def main() -> None:
     configs = pool_configs({} if args.cooldown is None else {"burst_cooldown": args.cooldown})
     runs: dict[tuple[str, str], list[Run]] = {}
     began = monotonic()
+    load_at_start = os.getloadavg()[0]
     for rep in range(args.reps):
         for name in args.traces:
             pools = list(configs)
@@ -225,8 +227,9 @@ def main() -> None:
                       f"worker-s {result.worker_seconds:6.1f} events {result.events} "
                       f"peak {result.peak_workers}", file=sys.stderr, flush=True)
     took = monotonic() - began
+    load = (load_at_start, os.getloadavg()[0])
 
-    print(report(traces, configs, runs, args, took))
+    print(report(traces, configs, runs, args, took, load))
     if args.json:
         with open(args.json, "w") as out:
             json.dump({f"{t}/{p}": [vars(r) for r in rs] for (t, p), rs in runs.items()}, out,
@@ -234,32 +237,44 @@ def main() -> None:
 
 
 def report(traces: dict[str, Trace], configs: dict[str, procpool.Config[Any]],
-           runs: dict[tuple[str, str], list[Run]], args: argparse.Namespace, took: float) -> str:
+           runs: dict[tuple[str, str], list[Run]], args: argparse.Namespace, took: float,
+           load: tuple[float, float]) -> str:
+    def values(trace: str, pool: str, what: str) -> list[float]:
+        return [float(getattr(r, what)) for r in runs[trace, pool]]
+
     def med(trace: str, pool: str, what: str) -> float:
-        return float(statistics.median(getattr(r, what) for r in runs[trace, pool]))
+        return statistics.median(values(trace, pool, what))
+
+    def spread(trace: str, pool: str, what: str, digits: int) -> str:
+        got = values(trace, pool, what)
+        text = f"{statistics.median(got):.{digits}f}"
+        if len(got) > 1 and min(got) != max(got):
+            text += f" ({min(got):.{digits}f}-{max(got):.{digits}f})"
+        return text
 
     lines = [
-        f"Python {platform.python_version()}, {platform.system()} {platform.release()}, "
-        f"reps={args.reps}, total {took / 60:.1f} min. Medians of the reps; "
-        f"burst = {BASE_WORKERS} base workers bursting to {MAX_WORKERS} "
-        f"(burst_interval {BURST_INTERVAL} s, burst_cooldown "
-        f"{configs['burst'].burst_cooldown} s, other settings default).",
+        f"Python {platform.python_version()}, {platform.system()}, {os.cpu_count()} CPUs, "
+        f"load average {load[0]:.1f} at start and {load[1]:.1f} at the end; "
+        f"{args.reps} reps, {took / 60:.1f} min in all.",
+        f"burst: {BASE_WORKERS} base workers bursting to {MAX_WORKERS} (burst_interval "
+        f"{BURST_INTERVAL} s, burst_cooldown {configs['burst'].burst_cooldown} s, other "
+        f"settings default). Medians of the reps, (min-max) where they differ.",
         "",
         "| trace | pool | p95 wait s | mean wait s | worker-s | peak workers | scale events |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for name in args.traces:
         for pool in ("burst", "static-base", "static-max"):
-            events = f"{med(name, pool, 'events'):.0f}" if pool == "burst" else "-"
+            events = spread(name, pool, "events", 0) if pool == "burst" else "-"
             lines.append(
-                f"| {name} | {pool} | {med(name, pool, 'p95_wait'):.3f} "
-                f"| {med(name, pool, 'mean_wait'):.3f} | {med(name, pool, 'worker_seconds'):.1f} "
+                f"| {name} | {pool} | {spread(name, pool, 'p95_wait', 3)} "
+                f"| {med(name, pool, 'mean_wait'):.3f} | {spread(name, pool, 'worker_seconds', 1)} "
                 f"| {med(name, pool, 'peak_workers'):.0f} | {events} |"
             )
     lines += [
         "",
-        "| trace | load | p95 wait burst / static-max | worker-s burst / static-max "
-        "| scale events (reversals) / load changes |",
+        "| trace | load | p95 wait, burst / static-max | worker-s, burst / static-max "
+        "| scale events (runs in one direction) for the load changes |",
         "|---|---|---:|---:|---:|",
     ]
     for name in args.traces:
@@ -269,11 +284,12 @@ def report(traces: dict[str, Trace], configs: dict[str, procpool.Config[Any]],
         wait_ok = "met" if wait <= P95_WAIT_RATIO else "missed"
         work_ok = ("met" if work <= WORKER_SECONDS_RATIO else "missed") \
             if name in WORKER_SECONDS_TRACES else "no target"
-        ev, rev = med(name, "burst", "events"), med(name, "burst", "reversals")
-        ev_ok = "met" if ev <= EVENTS_PER_LOAD_CHANGE * trace.load_changes else "missed"
+        decisions, episodes = med(name, "burst", "events"), med(name, "burst", "episodes")
+        allowed = EVENTS_PER_LOAD_CHANGE * trace.load_changes
+        events_ok = "met" if decisions <= allowed else "missed"
         lines.append(
             f"| {name} | {trace.description} | {wait:.2f} ({wait_ok}) | {work:.2f} ({work_ok}) "
-            f"| {ev:.0f} ({rev:.0f}) / {trace.load_changes} ({ev_ok}) |"
+            f"| {decisions:.0f} ({episodes:.0f}) for {trace.load_changes} ({events_ok}) |"
         )
     lines += [
         "",

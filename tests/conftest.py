@@ -13,15 +13,20 @@ _MP_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 
 
 def _children() -> dict[int, psutil.Process]:
-    found = {}
-    for child in psutil.Process().children(recursive=True):
+    """Every descendant of this process but multiprocessing's own helpers.
+
+    Only the helpers themselves are left out: workers forked *by* the
+    forkserver share its command line, and they are ours to account for.
+    """
+    me = psutil.Process()
+    helpers = set()
+    for child in me.children():
         try:
-            cmdline = " ".join(child.cmdline())
+            if any(helper in " ".join(child.cmdline()) for helper in _MP_HELPERS):
+                helpers.add(child.pid)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        if not any(helper in cmdline for helper in _MP_HELPERS):
-            found[child.pid] = child
-    return found
+    return {p.pid: p for p in me.children(recursive=True) if p.pid not in helpers}
 
 
 @pytest.fixture(autouse=True)

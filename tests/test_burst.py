@@ -193,8 +193,8 @@ def test_retired_burst_workers_run_on_destroy_and_every_task_runs_once(
         base = pids(markers, "create")
         futures = wave(0, 40)
         sampler.wait_until(lambda s: s.burst_workers >= 2, timeout=2.0)
-        peak = max(s.burst_workers for s in sampler.stats)
         sampler.wait_until(lambda s: s.queued_tasks == 0, timeout=20.0)
+        peak = max(s.burst_workers for s in sampler.stats)
         # The first retirements: a new wave lands among leaving workers.
         sampler.wait_until(lambda s: s.burst_workers < peak, timeout=10.0)
         futures += wave(40, 40)

@@ -114,7 +114,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary_and_no_process_left() -> None:
         first = json.loads(proc.stdout.readline())  # the pool is up and working
         assert first["type"] == "tick"
         family = psutil.Process(proc.pid).children(recursive=True)
-        assert len(family) >= 2  # workers and multiprocessing's helpers
+        assert len(family) >= 2  # workers and multiprocessing's own servers
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:

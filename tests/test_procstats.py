@@ -15,7 +15,7 @@ from procpool import Config, TaskManager
 from procpool.procstats import write_json_atomic
 from tests import tasks
 
-_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+_MP_SERVERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 _STATES = {"starting", "idle", "busy", "leaving"}
 _ROLES = {"base", "burst", "reserved", "temporary"}
 
@@ -23,18 +23,18 @@ _ROLES = {"base", "burst", "reserved", "temporary"}
 def worker_pids() -> set[int]:
     """Our worker processes, as the OS sees them.
 
-    With ``forkserver`` the workers are children of the fork server (a helper
-    this process started), so look at every descendant and leave out the
-    helpers themselves: our direct children running a multiprocessing helper.
+    With ``forkserver`` the workers are children of the fork server (a process
+    this one started), so look at every descendant and leave out
+    multiprocessing's own servers: our direct children running one of them.
     """
     me = os.getpid()
     found = set()
     for child in psutil.Process().children(recursive=True):
         try:
-            helper = child.ppid() == me and any(h in " ".join(child.cmdline()) for h in _HELPERS)
+            server = child.ppid() == me and any(s in " ".join(child.cmdline()) for s in _MP_SERVERS)
         except psutil.NoSuchProcess:
             continue
-        if not helper:
+        if not server:
             found.add(child.pid)
     return found
 

@@ -1,7 +1,8 @@
 """How the demo shows each tick: a live rich screen, plain lines, or JSON lines.
 
-All three have the same three calls: :meth:`start` once before the pool
-starts, :meth:`update` per tick, :meth:`finish` with the run's summary.
+All three have the same calls: ``start()`` once before the pool starts,
+``update(tick)`` per tick, ``finish(summary)`` at the end, and ``close()``
+to give the terminal back without a summary (when the run fails).
 rich is imported only by :class:`LiveView`, which :func:`choose_view` picks
 only for a terminal with rich installed (``pip install "procpool[demo]"``).
 """
@@ -47,6 +48,7 @@ class View(Protocol):
     def start(self) -> None: ...
     def update(self, tick: Tick) -> None: ...
     def finish(self, summary: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
 
 
 def choose_view(info: RunInfo, *, json_lines: bool, out: TextIO | None = None) -> View:
@@ -69,9 +71,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
     how = "stopped by a signal" if s["interrupted"] else "finished"
     return [
         f"procpool demo {how} after {s['duration_seconds']:.1f} s",
-        f"  tasks  {s['tasks_submitted']} submitted: {s['tasks_completed']} completed,"
+        f"  tasks  {s['tasks_submitted']} submitted, {s['tasks_completed']} completed,"
         f" {s['tasks_failed']} failed, {s['tasks_crashed']} crashed,"
-        f" {s['tasks_cancelled']} cancelled (still queued at the end)",
+        f" {s['tasks_cancelled']} not started",
         f"  burst  up to {s['max_burst_workers']} burst workers at once;"
         f" {s['burst_workers_started']} started, {s['burst_workers_stopped']} left",
         f"  queue  up to {s['max_queued_tasks']} tasks waiting;"
@@ -97,6 +99,9 @@ class JsonView:
     def finish(self, summary: dict[str, Any]) -> None:
         self._write(summary)
 
+    def close(self) -> None:
+        pass
+
     def _write(self, data: dict[str, Any]) -> None:
         self._out.write(json.dumps(data, separators=(",", ":")) + "\n")
         self._out.flush()
@@ -118,6 +123,9 @@ class PlainView:
     def finish(self, summary: dict[str, Any]) -> None:
         for line in summary_lines(summary):
             self._print(line)
+
+    def close(self) -> None:
+        pass
 
     def _print(self, line: str) -> None:
         self._out.write(line + "\n")
@@ -153,9 +161,10 @@ class LiveView:
     def start(self) -> None:
         self._console.print(f"[bold]{self._info.header()}[/]")
         self._console.print("[dim]starting the base workers... Ctrl-C stops the demo[/]")
-        self._live.start()
 
     def update(self, tick: Tick) -> None:
+        if not self._live.is_started:
+            self._live.start()
         history = self._history
         history["workers"].append(tick.base_workers + tick.burst_workers)
         history["queue"].append(tick.queued_tasks + tick.priority_tasks)
@@ -164,9 +173,13 @@ class LiveView:
         self._live.update(render(tick, self._info, history), refresh=True)
 
     def finish(self, summary: dict[str, Any]) -> None:
-        self._live.stop()
+        self.close()
         for line in summary_lines(summary):
             self._console.print(line, highlight=False)
+
+    def close(self) -> None:
+        if self._live.is_started:
+            self._live.stop()
 
 
 def render(tick: Tick, info: RunInfo, history: dict[str, deque[float]]) -> Any:
