@@ -10,11 +10,14 @@ this package to reach its entry point, does not pay for the supervisor.
 from __future__ import annotations
 
 import importlib
+from multiprocessing import current_process
 from typing import TYPE_CHECKING, Any
 
-from loguru import logger as _logger
-
-_logger.disable("procpool")
+# Switch procpool's logging off at import, before a user can switch it on.
+# A worker process being bootstrapped by multiprocessing skips this: it logs
+# nothing, and importing loguru would add most of a worker's start-up time.
+if not getattr(current_process(), "_inheriting", False):
+    from procpool import _log  # noqa: F401
 
 __version__ = "0.1.0"
 

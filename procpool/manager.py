@@ -249,7 +249,7 @@ class TaskManager(Generic[R]):
             return
         if threading.current_thread().name == "procpool-supervisor":
             return
-        from loguru import logger
+        from procpool._log import logger
 
         logger.warning("procpool stop() did not finish within {} s; killing the pool", timeout)
         self.kill()

@@ -43,8 +43,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
-from loguru import logger
-
+from procpool._log import logger
 from procpool.backends import wire
 from procpool.backends.base import (
     Backend,

@@ -23,8 +23,6 @@ from __future__ import annotations
 import pickle
 from typing import Any, NamedTuple
 
-import cloudpickle
-
 # Outcome codes of one task inside :class:`Results`.
 OK = 0  #: payload item is the return value
 RAISED = 1  #: payload item is an :class:`ErrorReport`
@@ -85,6 +83,8 @@ class Goodbye(NamedTuple):
 
 def dumps(obj: Any) -> bytes:
     """Pickle with cloudpickle, so lambdas and closures travel too."""
+    import cloudpickle  # here, not at the top: a worker that only loads never needs it
+
     data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return data
 
