@@ -247,10 +247,9 @@ def report(traces: dict[str, Trace], configs: dict[str, procpool.Config[Any]],
 
     def spread(trace: str, pool: str, what: str, digits: int) -> str:
         got = values(trace, pool, what)
+        low, high = f"{min(got):.{digits}f}", f"{max(got):.{digits}f}"
         text = f"{statistics.median(got):.{digits}f}"
-        if len(got) > 1 and min(got) != max(got):
-            text += f" ({min(got):.{digits}f}-{max(got):.{digits}f})"
-        return text
+        return text if low == high else f"{text} ({low}-{high})"
 
     lines = [
         f"Python {platform.python_version()}, {platform.system()}, {os.cpu_count()} CPUs, "
