@@ -24,7 +24,7 @@ from procpool.errors import ShutdownError
 from procpool.metrics import Metrics
 from procpool.policy.restarts import RestartBreaker
 from procpool.supervisor import Stats, Supervisor, _live_supervisors
-from procpool.tasks import Task, TaskFuture
+from procpool.tasks import Task, TaskFuture, run_chunk
 
 if TYPE_CHECKING:
     from procpool.procstats import StatsDumper
@@ -184,7 +184,7 @@ class TaskManager(Generic[R]):
             calls: Iterable[tuple[Any, tuple[Any, ...]]] = ((fn, item) for item in items)
         else:
             calls = (
-                (_run_chunk, (fn, chunk))
+                (run_chunk, (fn, chunk))
                 for chunk in iter(lambda: list(itertools.islice(items, chunksize)), [])
             )
         owner = self._owner
@@ -315,11 +315,6 @@ class TaskManager(Generic[R]):
     def stopped(self) -> bool:
         """True once every worker has exited after :meth:`stop` or :meth:`kill`."""
         return self._supervisor.finished
-
-
-def _run_chunk(resource: Any, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
-    """Runs in the worker: one task that calls ``fn`` on each item of a ``map`` chunk."""
-    return [fn(resource, *item) for item in chunk]
 
 
 def _ordered_results(

@@ -15,7 +15,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 POOLS = ("procpool", "ProcessPoolExecutor", "multiprocessing.Pool")
@@ -33,62 +35,62 @@ def _make_resource() -> object:
     return None
 
 
-def measure(pool: str, tasks: int, round_trips: int) -> dict[str, float]:
-    """Runs in a fresh interpreter: submit-one-by-one throughput, then round trips."""
-    out: dict[str, float] = {}
+@contextmanager
+def open_pool(pool: str) -> Iterator[tuple[Callable[[int], Any], Callable[[Iterable[int]], Any]]]:
+    """Yield ``submit(x) -> waitable`` and ``map500(xs) -> results`` for one pool."""
     if pool == "procpool":
         import procpool
 
         config = procpool.Config(on_create=_make_resource, worker_count=2, resource_pool_size=0)
         with procpool.TaskManager(config) as manager:
-            manager.queue_task(noop_with_resource, 0).result()
-            start = time.perf_counter()
-            futures = [manager.queue_task(noop_with_resource, i) for i in range(tasks)]
-            for future in futures:
-                future.result()
-            out["submit_per_s"] = tasks / (time.perf_counter() - start)
-            start = time.perf_counter()
-            assert sum(manager.map(noop_with_resource, range(tasks), chunksize=500)) > 0
-            out["map500_per_s"] = tasks / (time.perf_counter() - start)
-            samples = []
-            for i in range(round_trips):
-                t0 = time.perf_counter()
-                manager.queue_task(noop_with_resource, i).result()
-                samples.append(time.perf_counter() - t0)
+            yield (
+                lambda x: manager.queue_task(noop_with_resource, x),
+                lambda xs: manager.map(noop_with_resource, xs, chunksize=500),
+            )
     elif pool == "ProcessPoolExecutor":
         ctx = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(2, mp_context=ctx) as executor:
-            executor.submit(noop, 0).result()
-            start = time.perf_counter()
-            futures = [executor.submit(noop, i) for i in range(tasks)]
-            for future in futures:
-                future.result()
-            out["submit_per_s"] = tasks / (time.perf_counter() - start)
-            start = time.perf_counter()
-            assert sum(executor.map(noop, range(tasks), chunksize=500)) > 0
-            out["map500_per_s"] = tasks / (time.perf_counter() - start)
-            samples = []
-            for i in range(round_trips):
-                t0 = time.perf_counter()
-                executor.submit(noop, i).result()
-                samples.append(time.perf_counter() - t0)
+            yield (
+                lambda x: executor.submit(noop, x),
+                lambda xs: executor.map(noop, xs, chunksize=500),
+            )
     else:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(2) as mp_pool:
-            mp_pool.apply_async(noop, (0,)).get()
-            start = time.perf_counter()
-            results = [mp_pool.apply_async(noop, (i,)) for i in range(tasks)]
-            for result in results:
-                result.get()
-            out["submit_per_s"] = tasks / (time.perf_counter() - start)
-            start = time.perf_counter()
-            assert sum(mp_pool.map(noop, range(tasks), chunksize=500)) > 0
-            out["map500_per_s"] = tasks / (time.perf_counter() - start)
-            samples = []
-            for i in range(round_trips):
-                t0 = time.perf_counter()
-                mp_pool.apply_async(noop, (i,)).get()
-                samples.append(time.perf_counter() - t0)
+            yield (
+                lambda x: _Waitable(mp_pool.apply_async(noop, (x,))),
+                lambda xs: mp_pool.map(noop, xs, chunksize=500),
+            )
+
+
+class _Waitable:
+    """Give multiprocessing's AsyncResult the ``result()`` of a future."""
+
+    def __init__(self, async_result: Any) -> None:
+        self.async_result = async_result
+
+    def result(self) -> Any:
+        return self.async_result.get()
+
+
+def measure(pool: str, tasks: int, round_trips: int) -> dict[str, float]:
+    """Runs in a fresh interpreter: submit-one-by-one throughput, map, then round trips."""
+    out: dict[str, float] = {}
+    with open_pool(pool) as (submit, map500):
+        submit(0).result()
+        start = time.perf_counter()
+        pending = [submit(i) for i in range(tasks)]
+        for waitable in pending:
+            waitable.result()
+        out["submit_per_s"] = tasks / (time.perf_counter() - start)
+        start = time.perf_counter()
+        assert sum(map500(range(tasks))) > 0
+        out["map500_per_s"] = tasks / (time.perf_counter() - start)
+        samples = []
+        for i in range(round_trips):
+            t0 = time.perf_counter()
+            submit(i).result()
+            samples.append(time.perf_counter() - t0)
     samples.sort()
     out["rtt_p50_us"] = samples[len(samples) // 2] * 1e6
     out["rtt_p99_us"] = samples[int(len(samples) * 0.99)] * 1e6
@@ -107,22 +109,36 @@ def main() -> None:
         return
     runs: dict[str, list[dict[str, float]]] = {pool: [] for pool in POOLS}
     for rep in range(args.reps):
-        order = POOLS[rep % len(POOLS):] + POOLS[: rep % len(POOLS)]
+        order = POOLS[rep % len(POOLS) :] + POOLS[: rep % len(POOLS)]
         for pool in order:
             done = subprocess.run(
-                [sys.executable, __file__, "--one", pool, "--tasks", str(args.tasks),
-                 "--round-trips", str(args.round_trips)],
-                capture_output=True, text=True, check=True,
+                [
+                    sys.executable,
+                    __file__,
+                    "--one",
+                    pool,
+                    "--tasks",
+                    str(args.tasks),
+                    "--round-trips",
+                    str(args.round_trips),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             runs[pool].append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = statistics.median(r["submit_per_s"] for r in runs["multiprocessing.Pool"])
-    print(f"| pool | submit one by one: tasks/s | vs mp.Pool | map chunksize=500: tasks/s |"
-          f" round trip p50 µs | p99 µs |   (medians of {args.reps})")
+    print(
+        f"| pool | submit one by one: tasks/s | vs mp.Pool | map chunksize=500: tasks/s |"
+        f" round trip p50 µs | p99 µs |   (medians of {args.reps})"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for pool, results in runs.items():
         med: dict[str, Any] = {k: statistics.median(r[k] for r in results) for k in results[0]}
-        print(f"| {pool} | {med['submit_per_s']:,.0f} | {med['submit_per_s'] / base:.2f}x |"
-              f" {med['map500_per_s']:,.0f} | {med['rtt_p50_us']:.0f} | {med['rtt_p99_us']:.0f} |")
+        print(
+            f"| {pool} | {med['submit_per_s']:,.0f} | {med['submit_per_s'] / base:.2f}x |"
+            f" {med['map500_per_s']:,.0f} | {med['rtt_p50_us']:.0f} | {med['rtt_p99_us']:.0f} |"
+        )
 
 
 if __name__ == "__main__":
