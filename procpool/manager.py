@@ -73,7 +73,6 @@ class TaskManager(Generic[R]):
         self.config = config
         backend = _backend if _backend is not None else _make_backend(config)
         self._supervisor = Supervisor(config, backend, _breaker)
-        self._stop_lock = threading.Lock()
         self._dumper: StatsDumper | None = None
         self._dumper_lock = threading.Lock()
         if config.stats_dump_path is not None:
@@ -247,7 +246,7 @@ class TaskManager(Generic[R]):
         self._supervisor.begin_stop()
         if self._supervisor.join(timeout):
             return
-        if threading.current_thread().name == "procpool-supervisor":
+        if self._supervisor.on_own_thread:
             return
         from procpool._log import logger
 

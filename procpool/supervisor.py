@@ -249,12 +249,17 @@ class Supervisor:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the supervisor thread; True when it has finished."""
-        if threading.current_thread() is self._thread:
+        if self.on_own_thread:
             return False  # called from a future's callback: cannot wait for ourselves
         if self._thread.ident is None:
             return True
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+    @property
+    def on_own_thread(self) -> bool:
+        """True when called from the supervisor thread (a future's done-callback)."""
+        return threading.current_thread() is self._thread
 
     @property
     def finished(self) -> bool:
