@@ -57,8 +57,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one)))
         return
-    print(f"| start method | cold: constructor ms | per worker ms | warm: constructor ms |"
-          f" per worker ms |   (medians of {args.reps}, 2 workers)")
+    print(f"Medians of {args.reps} runs, 2 workers.\n")
+    print("| start method | cold: constructor ms | per worker ms | warm: constructor ms |"
+          " per worker ms |")
     print("|---|---:|---:|---:|---:|")
     for method in METHODS:
         runs = []

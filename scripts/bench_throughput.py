@@ -128,9 +128,10 @@ def main() -> None:
             )
             runs[pool].append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = statistics.median(r["submit_per_s"] for r in runs["multiprocessing.Pool"])
+    print(f"Medians of {args.reps} runs, 2 workers.\n")
     print(
-        f"| pool | submit one by one: tasks/s | vs mp.Pool | map chunksize=500: tasks/s |"
-        f" round trip p50 µs | p99 µs |   (medians of {args.reps})"
+        "| pool | submit one by one: tasks/s | vs mp.Pool | map chunksize=500: tasks/s |"
+        " round trip p50 µs | p99 µs |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     for pool, results in runs.items():
