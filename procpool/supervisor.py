@@ -750,9 +750,15 @@ class Supervisor:
             self.config.burst_cooldown, interval, self._start_seconds
         )
         decision = self._burst.decide(snapshot)
-        if decision.start and not self._backing_off(now):
-            logger.info("burst: starting {} workers ({})", decision.start, decision.reason)
-            for _ in range(1 if self._breaker.failing else decision.start):
+        # Workers still leaving (inside on_destroy) hold a process and a resource too:
+        # the total of processes never passes max_worker_count.
+        room = self.config.effective_max_workers - sum(
+            1 for w in pool if w.state is not WorkerState.GONE
+        )
+        starts = min(decision.start, max(0, room))
+        if starts and not self._backing_off(now):
+            logger.info("burst: starting {} workers ({})", starts, decision.reason)
+            for _ in range(1 if self._breaker.failing else starts):
                 self._start_worker(WorkerRole.BURST)
         if decision.retire:
             logger.info("burst: retiring {} idle workers ({})", len(decision.retire),
