@@ -24,6 +24,8 @@ def make(**overrides: Any) -> Config[Any]:
         ("max_worker_count", 1, ValueError, "max_worker_count must be >= 2"),
         ("burst_interval", -0.1, ValueError, "burst_interval must be a finite number >= 0"),
         ("burst_interval", "fast", TypeError, "burst_interval must be a number of seconds"),
+        ("burst_cooldown", -1, ValueError, "burst_cooldown must be a finite number >= 0"),
+        ("burst_cooldown", None, TypeError, "burst_cooldown must be a number of seconds"),
         ("max_retries", -1, ValueError, "max_retries must be >= 0"),
         ("resource_pool_size", -1, ValueError, "resource_pool_size must be >= 0"),
         ("start_method", "threads", ValueError, "start_method must be None or one of"),
