@@ -136,11 +136,11 @@ class Supervisor:
         # Arrivals are counted under the queue lock and handed to the collector
         # by the supervisor thread: submitting stays cheap.
         self._pending_arrivals = 0
-        # True when the last dispatch emptied the queue, so a worker may have room:
-        # only then does a submission need to wake the supervisor. While every
-        # worker is full, returning results wake it anyway and tasks pile up into
-        # larger batches instead of one wake-up (and one GIL hand-off) per task.
-        # Read and written under ``_lock``.
+        # True when the last dispatch emptied the queue and left a worker hungry
+        # (below half its depth): only then does a submission need to wake the
+        # supervisor. Otherwise returning results wake it anyway, and tasks pile
+        # up into larger batches instead of one wake-up (and one GIL hand-off)
+        # per task. Read and written under ``_lock``.
         self._wants_work = True
         self._metrics = DefaultCollector(config.metrics_window)
         self._user_collector = config.collector
@@ -581,7 +581,8 @@ class Supervisor:
                 kept.append(task)
                 continue
             what = f"{task.describe()} (held by {task.unexplained_deaths} workers that died)"
-            self._record_end(TaskStamps(task.queued_at, monotonic(), monotonic()), failed=True)
+            now = monotonic()
+            self._record_end(TaskStamps(task.queued_at, now, now), failed=True)
             task.fail(WorkerCrashedError(worker.pid or 0, exitcode, what))
         return kept
 
