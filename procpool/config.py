@@ -118,6 +118,8 @@ class Config(Generic[R]):
             _check_int("max_memory_per_worker", self.max_memory_per_worker, minimum=1)
         _check_seconds("metrics_window", self.metrics_window, required=True)
         _check_seconds("stats_dump_interval", self.stats_dump_interval, required=True)
+        if self.stats_dump_path is not None:
+            _check_dump_path(self.stats_dump_path)
 
     @property
     def effective_max_workers(self) -> int:
@@ -147,6 +149,15 @@ def _check_int(name: str, value: object, minimum: int, hint: str = "") -> None:
     if value < minimum:
         raise ValueError(f"Config.{name} must be >= {minimum}{' ' + hint if hint else ''}, "
                          f"got {value}")
+
+
+def _check_dump_path(path: object) -> None:
+    """Fail now, not with a warning at every dump, when the file cannot be written there."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"Config.stats_dump_path must be a path or None, got {path!r}")
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise ValueError(f"Config.stats_dump_path: folder {folder!r} does not exist")
 
 
 def _check_seconds(name: str, value: object, allow_zero: bool = False,

@@ -37,6 +37,9 @@ def make(**overrides: Any) -> Config[Any]:
         ("metrics_window", None, TypeError, "metrics_window must be a number of seconds"),
         ("on_destroy", "close", TypeError, "on_destroy must be a callable or None"),
         ("check_health", 3, TypeError, "check_health must be a callable or None"),
+        ("stats_dump_path", 7, TypeError, "stats_dump_path must be a path or None"),
+        ("stats_dump_path", "no-such-folder/stats.json", ValueError,
+         "stats_dump_path: folder .*no-such-folder.* does not exist"),
     ],
 )
 def test_a_wrong_value_names_the_field(field: str, value: Any, error: type, words: str) -> None:
