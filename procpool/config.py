@@ -25,8 +25,10 @@ def default_start_method() -> str:
     The supervisor runs threads, and ``fork`` from a threaded process can
     copy a lock held by another thread into the child, which then deadlocks
     (Python 3.12+ warns about it). ``forkserver`` forks from a clean,
-    single-threaded server process: as safe as ``spawn`` and much faster after
-    the first worker (see BENCHMARKS.md, "Worker start-up").
+    single-threaded server process (procpool's own, one per pool, which has
+    imported the main module and ``on_create``'s module once): as safe as
+    ``spawn``, and a worker started in a running pool takes a few ms instead
+    of ~0.1 s (see BENCHMARKS.md, "Worker start-up").
     """
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"
@@ -78,8 +80,8 @@ class Config(Generic[R]):
     task_timeout: float | None = None
     #: Recycle a worker after this many tasks (``on_destroy``, then a fresh worker); None
     #: means never. Each recycle costs a process start plus ``on_create``: with a trivial
-    #: ``on_create``, ~0.1 s of wall time per recycle with forkserver, ~10 ms with fork
-    #: (2 workers, 2 cores, scripts/bench_recycling.py).
+    #: ``on_create``, ~15 ms of wall time per recycle with forkserver or fork, ~0.1 s with
+    #: spawn (2 workers, 2 cores, scripts/bench_recycling.py).
     max_tasks_per_worker: int | None = None
     #: Recycle a worker whose RSS exceeds this many bytes after a task; None means never.
     #: The check reads RSS after every task: ~5 us per task on Linux (bench_recycling.py).

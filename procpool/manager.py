@@ -284,7 +284,9 @@ class TaskManager(Generic[R]):
         ``{"time": <unix seconds>, "stats": {...}, "metrics": {...}, "processes": [...]}``:
         ``stats`` and ``metrics`` are :meth:`stats` and :meth:`metrics` as
         dicts; ``processes`` holds this process (role ``"supervisor"``, state
-        ``running``/``stopping``/``killed``) and then each worker (role
+        ``running``/``stopping``/``killed``), the pool's fork server if it has
+        one (role ``"fork-server"``, state ``running``: the ``forkserver``
+        start method) and then each worker (role
         ``base``/``burst``/``reserved``/``temporary``, state
         ``starting``/``idle``/``busy``/``leaving``), each with ``pid``,
         ``worker_id``, ``cpu_percent``, ``rss_bytes``, ``num_threads``,

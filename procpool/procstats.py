@@ -3,7 +3,8 @@
 :class:`StatsDumper` builds what :meth:`procpool.TaskManager.dump_stats`
 returns: the pool's :class:`~procpool.Stats` and :class:`~procpool.Metrics`
 plus one entry per process, the caller's process (where the supervisor
-thread runs) first, then every worker. It is meant to be called often (a
+thread runs) first, then the backend's helpers (the pool's fork server under
+the ``forkserver`` start method), then every worker. It is meant to be called often (a
 monitoring loop, a live view every 250 ms):
 
 * ``psutil.Process`` objects are kept per worker between calls, because
@@ -47,6 +48,7 @@ class StatsDumper:
         self._own = psutil.Process()
         # (worker id, pid) -> Process: a recycled pid is never mistaken for an old worker.
         self._workers: dict[tuple[int, int], psutil.Process] = {}
+        self._helpers: dict[tuple[str, int], psutil.Process] = {}  # (role, pid) -> Process
 
     def snapshot(self) -> dict[str, Any]:
         """``{"time", "stats", "metrics", "processes"}``, ready for ``json.dumps``."""
@@ -54,13 +56,15 @@ class StatsDumper:
         stats = supervisor.stats()
         metrics = supervisor.metrics()
         handles = supervisor.worker_handles()
+        helpers = supervisor.helper_processes()
         now = monotonic()
         with self._lock:
             processes = [
                 _entry(
                     self._own, os.getpid(), SUPERVISOR_ROLE, supervisor.state,
                     metrics.total_tasks_completed, now - self._started, None,
-                )
+                ),
+                *self._helper_entries(helpers),
             ]
             seen = set()
             for handle in sorted(handles, key=lambda h: h.id):
@@ -84,6 +88,24 @@ class StatsDumper:
             "metrics": _flat_dict(metrics),
             "processes": processes,
         }
+
+    def _helper_entries(self, helpers: dict[str, int]) -> list[dict[str, Any]]:
+        """Entries of the backend's helper processes; caller holds ``_lock``."""
+        entries = []
+        for role, pid in sorted(helpers.items()):
+            key = (role, pid)
+            proc = self._helpers.get(key) or _process(pid)
+            uptime = 0.0
+            if proc is not None:
+                self._helpers[key] = proc
+                try:
+                    uptime = max(0.0, time() - proc.create_time())
+                except psutil.Error:
+                    pass
+            entries.append(_entry(proc, pid, role, "running", 0, uptime, None))
+        for key in self._helpers.keys() - set(helpers.items()):
+            del self._helpers[key]
+        return entries
 
     def write(self, path: str | os.PathLike[str]) -> None:
         """Write a snapshot to ``path`` as JSON, atomically (readers never see half a file)."""

@@ -299,6 +299,10 @@ class Supervisor:
         with self._lock:
             return list(self._workers.values())
 
+    def helper_processes(self) -> dict[str, int]:
+        """``role -> pid`` of the backend's own processes (a fork server); any thread."""
+        return self._backend.helper_processes()
+
     def set_dump_hook(self, hook: Any) -> None:
         """``hook()`` runs on the supervisor thread every ``stats_dump_interval``."""
         self._dump_hook = hook

@@ -20,12 +20,13 @@ _STATES = {"starting", "idle", "busy", "leaving"}
 _ROLES = {"base", "burst", "reserved", "temporary"}
 
 
-def worker_pids() -> set[int]:
-    """Our worker processes, as the OS sees them.
+def pool_pids() -> set[int]:
+    """Our pool's processes (workers and procpool's fork server), as the OS sees them.
 
-    With ``forkserver`` the workers are children of the fork server (a process
-    this one started), so look at every descendant and leave out
-    multiprocessing's own servers: our direct children running one of them.
+    With ``forkserver`` the workers are children of procpool's fork server,
+    itself a child of multiprocessing's forkserver (a process this one
+    started), so look at every descendant and leave out multiprocessing's own
+    servers: our direct children running one of them.
     """
     me = os.getpid()
     found = set()
@@ -64,14 +65,26 @@ def test_dump_stats_lists_every_live_process_with_sane_figures(start_method: str
         assert dump["metrics"]["total_tasks_completed"] == 20
         assert dump["time"] == pytest.approx(time.time(), abs=60)
 
-        supervisor, *workers = dump["processes"]
+        supervisor, *others = dump["processes"]
+        helpers = [p for p in others if p["role"] == "fork-server"]
+        workers = [p for p in others if p["role"] != "fork-server"]
+        assert others[: len(helpers)] == helpers  # the helpers come first
         assert supervisor["pid"] == os.getpid()
         assert supervisor["role"] == "supervisor"
         assert supervisor["state"] == "running"
         assert supervisor["num_threads"] >= 2  # this thread and the supervisor's
         assert supervisor["tasks_done"] == 20
 
-        assert {w["pid"] for w in workers} == worker_pids()
+        assert {p["pid"] for p in others} == pool_pids()
+        if start_method == "forkserver":
+            [server] = helpers
+            assert server["state"] == "running" and server["worker_id"] is None
+            assert server["tasks_done"] == 0 and server["num_threads"] == 1
+            assert 1 << 20 < server["rss_bytes"] < 1 << 32
+            assert 0 <= server["uptime_seconds"] < 60
+            assert {psutil.Process(w["pid"]).ppid() for w in workers} == {server["pid"]}
+        else:
+            assert helpers == []
         assert sorted(w["role"] for w in workers) == ["base", "base", "base", "reserved"]
         for w in workers:
             assert w["state"] == "idle"
@@ -102,7 +115,8 @@ def test_a_replaced_worker_is_forgotten_and_the_new_one_listed() -> None:
         pids = [manager.queue_task(tasks.pid_of).result() for _ in range(3)]
         assert len(set(pids)) == 3  # recycled after every task
         for _ in range(3):
-            listed = [p["pid"] for p in manager.dump_stats()["processes"][1:]]
+            listed = [p["pid"] for p in manager.dump_stats()["processes"][1:]
+                      if p["role"] != "fork-server"]
             assert not set(listed) & set(pids[:2])
             assert len(manager._dumper._workers) <= 1  # type: ignore[union-attr]
 
@@ -123,7 +137,7 @@ def test_config_stats_dump_path_writes_the_file_from_the_supervisor(tmp_path: Pa
             time.sleep(0.01)
         assert dump is not None, "no stats file within 10 s"
         assert dump["metrics"]["total_tasks_completed"] == 1
-        assert {p["pid"] for p in dump["processes"][1:]} == worker_pids()
+        assert {p["pid"] for p in dump["processes"][1:]} == pool_pids()
         assert dump["processes"][0]["pid"] == os.getpid()
     # After the stop, the last dump shows the pool without workers; no temporary file is left.
     final = json.loads(path.read_text())

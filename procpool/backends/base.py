@@ -108,6 +108,13 @@ class Backend(ABC):
     def wake(self) -> None:
         """Make a blocked :meth:`wait` return. Any thread may call it."""
 
+    def helper_processes(self) -> dict[str, int]:
+        """``role -> pid`` of processes the backend runs besides workers (a fork server).
+
+        Any thread may call it: for monitoring only.
+        """
+        return {}
+
     @abstractmethod
     def close(self) -> None:
         """Release what the backend holds. Workers must already be gone or killed."""

@@ -8,6 +8,11 @@ writing can only break its own pipe, never a lock the others need, and the
 supervisor always knows which tasks were sent to whom. All pipes, every
 process sentinel and a wake-up pipe sit in one ``selectors`` set, so the
 supervisor sleeps in a single blocking call until something happens.
+
+Under the ``forkserver`` start method the workers are forked by the pool's
+own fork server (forkserver.py): a worker then has no ``Process`` object and
+no sentinel; the server's ``Exited`` report on its control connection (in
+the same selector) says when it ended, and its pid is signalled directly.
 """
 
 from __future__ import annotations
@@ -15,13 +20,14 @@ from __future__ import annotations
 import multiprocessing
 import os
 import selectors
+import signal
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from time import monotonic
 from typing import Any
 
-from procpool.backends import wire
+from procpool.backends import forkserver, wire
 from procpool.backends.base import (
     Backend,
     Event,
@@ -33,26 +39,40 @@ from procpool.backends.base import (
     WorkerReady,
     WorkerResults,
 )
+from procpool.backends.forkserver import ForkServerClient
 from procpool.backends.worker import WorkerSpec, worker_main
 from procpool.errors import RemoteError, RemoteTraceback, TaskPicklingError
+
+#: Role of the fork server in :meth:`LocalBackend.helper_processes` (and in ``dump_stats``).
+FORK_SERVER_ROLE = "fork-server"
 
 #: Time between SIGTERM and SIGKILL when a worker is terminated. Longer lets a
 #: task's own SIGTERM handler clean up; shorter frees the slot sooner.
 TERMINATE_GRACE_SECONDS = 0.2
 
-_WAKE, _CONN, _SENTINEL = 0, 1, 2
+_WAKE, _CONN, _SENTINEL, _SERVER = 0, 1, 2, 3
 _RAISED = (wire.RAISED, wire.RAISED_UNHEALTHY)
 
 
 class _LocalWorker:
-    __slots__ = ("conn", "destroy_error", "kill_at", "pid", "process", "progress", "worker_id")
+    """One worker: a ``process`` (fork, spawn) or a child of a fork ``server``."""
 
-    def __init__(self, worker_id: int, process: BaseProcess, conn: Connection, progress: Any):
+    __slots__ = (
+        "conn", "destroy_error", "held_fds", "kill_at", "pending_signal", "pid", "process",
+        "progress", "server", "worker_id",
+    )
+
+    def __init__(self, worker_id: int, conn: Connection, progress: Any) -> None:
         self.worker_id = worker_id
-        self.process = process
         self.conn: Connection | None = conn
         self.progress = progress
-        self.pid: int | None = process.pid
+        self.process: BaseProcess | None = None
+        self.server: ForkServerClient | None = None
+        #: fds sent to the server, closed once it answered (or died)
+        self.held_fds: list[int] = []
+        #: a signal asked for before the pid was known
+        self.pending_signal: int | None = None
+        self.pid: int | None = None
         self.destroy_error: str | None = None
         self.kill_at: float | None = None
 
@@ -71,10 +91,19 @@ class LocalBackend(Backend):
         self._wake_pending = False
         self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
         self._workers: dict[int, _LocalWorker] = {}
+        self._server: ForkServerClient | None = None  # started by the first start_worker
+        self._server_pid: int | None = None  # for other threads (helper_processes)
+        self._pending: list[Event] = []  # events found outside wait(), returned by the next one
 
     # -- starting and stopping ---------------------------------------------
 
     def start_worker(self, worker_id: int) -> None:
+        if self._start_method == "forkserver":
+            self._start_from_server(worker_id)
+        else:
+            self._start_process(worker_id)
+
+    def _start_process(self, worker_id: int) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         progress = self._ctx.RawArray("d", 2)
         close_fds: tuple[int, ...] = ()
@@ -91,30 +120,70 @@ class LocalBackend(Backend):
         )
         process.start()
         child_conn.close()
-        worker = _LocalWorker(worker_id, process, parent_conn, progress)
+        worker = _LocalWorker(worker_id, parent_conn, progress)
+        worker.process = process
+        worker.pid = process.pid
         self._workers[worker_id] = worker
         self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
         self._selector.register(process.sentinel, selectors.EVENT_READ, (_SENTINEL, worker))
+
+    def _start_from_server(self, worker_id: int) -> None:
+        """Ask the fork server for the worker; its pid (or failure) comes back in wait()."""
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        progress_fd, progress = forkserver.new_progress()
+        worker = _LocalWorker(worker_id, parent_conn, progress)
+        worker.held_fds = [os.dup(child_conn.fileno()), progress_fd]
+        child_conn.close()
+        self._workers[worker_id] = worker
+        self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
+        reason = "the fork server is gone"
+        for _ in range(2):  # a server found dead on sending is replaced once
+            try:
+                server = self._running_server()
+            except Exception as exc:
+                reason = f"the fork server could not start: {type(exc).__qualname__}: {exc}"
+                break
+            if server.request_start(worker_id, worker.held_fds):
+                worker.server = server
+                return
+            self._on_server_gone(server, self._pending)
+        self._on_start_failed(worker, reason, self._pending)
+
+    def _running_server(self) -> ForkServerClient:
+        if self._server is None:
+            server = ForkServerClient(self._spec_bytes)
+            self._selector.register(server.conn, selectors.EVENT_READ, (_SERVER, server))
+            self._server = server
+            self._server_pid = server.pid
+        return self._server
 
     def retire(self, worker_id: int) -> None:
         self._send_message(self._workers[worker_id], wire.Leave())
 
     def terminate(self, worker_id: int, grace: float = TERMINATE_GRACE_SECONDS) -> None:
         worker = self._workers.get(worker_id)
-        if worker is None or worker.process.exitcode is not None:
+        if worker is None or (worker.process is not None and worker.process.exitcode is not None):
             return
         if grace <= 0:
-            worker.process.kill()
+            self._signal(worker, signal.SIGKILL)
             worker.kill_at = None
             return
-        worker.process.terminate()
+        self._signal(worker, signal.SIGTERM)
         if worker.kill_at is None:
             worker.kill_at = monotonic() + grace
 
     def close(self) -> None:
+        for worker in self._workers.values():
+            self._signal(worker, signal.SIGKILL)
         for worker in list(self._workers.values()):
-            worker.process.kill()
-            worker.process.join()
+            if worker.process is not None:
+                worker.process.join()
+        if self._server is not None:
+            self._selector.unregister(self._server.conn)
+            self._server.stop()  # it kills and reaps the workers whose pid we never heard
+            self._server = None
+            self._server_pid = None
+        for worker in list(self._workers.values()):
             self._forget(worker)
         self._selector.close()
         os.close(self._wake_r)
@@ -157,6 +226,10 @@ class LocalBackend(Backend):
         """``worker_id -> pid`` of every process this backend started and has not reaped."""
         return {wid: w.pid for wid, w in self._workers.items() if w.pid is not None}
 
+    def helper_processes(self) -> dict[str, int]:
+        pid = self._server_pid  # one read: safe from any thread
+        return {} if pid is None else {FORK_SERVER_ROLE: pid}
+
     # -- events --------------------------------------------------------------
 
     def wake(self) -> None:
@@ -168,13 +241,15 @@ class LocalBackend(Backend):
                 pass  # the pipe is full (a wake-up is pending) or closed
 
     def wait(self, timeout: float | None) -> list[Event]:
+        events, self._pending = self._pending, []
+        if events:
+            timeout = 0.0
         kill_due = [w.kill_at for w in self._workers.values() if w.kill_at is not None]
         if kill_due:
             until_kill = max(0.0, min(kill_due) - monotonic())
             timeout = until_kill if timeout is None else min(timeout, until_kill)
-        events: list[Event] = []
         for key, _ in self._selector.select(timeout):
-            kind, worker = key.data
+            kind, source = key.data
             if kind == _WAKE:
                 try:
                     while os.read(self._wake_r, 4096):
@@ -185,33 +260,100 @@ class LocalBackend(Backend):
                 # knows this thread has yet to return and look at the queues.
                 self._wake_pending = False
             elif kind == _CONN:
-                if worker.conn is not None:
-                    self._read_one(worker, events)
-            elif worker.worker_id in self._workers:
-                self._on_exit(worker, events)
+                if source.conn is not None and source.worker_id in self._workers:
+                    self._read_one(source, events)
+            elif kind == _SERVER:
+                if source.alive:
+                    self._read_server(source, events)
+            elif source.worker_id in self._workers:
+                self._on_exit(source, source.process.exitcode, events)
         if kill_due:
             now = monotonic()
             for worker in self._workers.values():
                 if worker.kill_at is not None and worker.kill_at <= now:
-                    worker.process.kill()
+                    self._signal(worker, signal.SIGKILL)
                     worker.kill_at = None
         return events
 
-    def _on_exit(self, worker: _LocalWorker, events: list[Event]) -> None:
+    def _on_exit(self, worker: _LocalWorker, exitcode: int | None, events: list[Event]) -> None:
         """The process ended: take every message it left in the pipe, then report."""
+        if self._workers.pop(worker.worker_id, None) is None:
+            return  # already reported (reached again while draining its pipe)
         while worker.conn is not None and self._conn_has_data(worker.conn):
             self._read_one(worker, events)
-        worker.process.join(timeout=1.0)
+        if worker.process is not None:
+            worker.process.join(timeout=1.0)
+            exitcode = worker.process.exitcode
         task_id = int(worker.progress[0])
-        events.append(
-            WorkerGone(
-                worker.worker_id,
-                worker.process.exitcode,
-                task_id or None,
-                worker.destroy_error,
-            )
-        )
+        events.append(WorkerGone(worker.worker_id, exitcode, task_id or None, worker.destroy_error))
         self._forget(worker)
+
+    def _read_server(self, server: ForkServerClient, events: list[Event]) -> None:
+        reply = server.receive()
+        if reply is None:
+            self._on_server_gone(server, events)
+            return
+        if isinstance(reply, forkserver.Exited):
+            for worker in list(self._workers.values()):
+                if worker.server is server and worker.pid == reply.pid:
+                    self._on_exit(worker, reply.returncode, events)
+            return
+        starting = self._workers.get(reply.worker_id)
+        if starting is None or starting.server is not server:
+            return
+        if isinstance(reply, forkserver.Started):
+            self._release_held_fds(starting)
+            self._set_pid(starting, reply.pid)
+        else:
+            self._on_start_failed(starting, reply.reason, events)
+
+    def _on_server_gone(self, server: ForkServerClient, events: list[Event]) -> None:
+        """The server died. Its workers live on (each has its own lifeline), but no exit
+        report will come: their pipe closing tells their end from now on."""
+        try:
+            self._selector.unregister(server.conn)
+        except (KeyError, ValueError):
+            pass
+        server.discard()
+        if self._server is server:
+            self._server = None
+            self._server_pid = None
+        for worker in list(self._workers.values()):
+            if worker.server is not server:
+                continue
+            # A start it never answered: if the worker was forked it still says Ready
+            # (with its pid) on its pipe; if not, dropping our copy of its pipe end
+            # lets that pipe close, which reports it gone.
+            self._release_held_fds(worker)
+            if worker.conn is None:
+                self._on_exit(worker, None, events)
+
+    def _on_start_failed(self, worker: _LocalWorker, reason: str, events: list[Event]) -> None:
+        message = f"could not start the worker process: {reason}"
+        events.append(WorkerCreateFailed(worker.worker_id, message, ""))
+        self._on_exit(worker, None, events)
+
+    def _set_pid(self, worker: _LocalWorker, pid: int) -> None:
+        worker.pid = pid
+        if worker.pending_signal is not None:
+            self._signal(worker, worker.pending_signal)
+            worker.pending_signal = None
+
+    def _signal(self, worker: _LocalWorker, signum: int) -> None:
+        if worker.process is not None:
+            if signum == signal.SIGKILL:
+                worker.process.kill()
+            else:
+                worker.process.terminate()
+            return
+        if worker.pid is None:  # the server has yet to say it forked it
+            if worker.pending_signal != signal.SIGKILL:
+                worker.pending_signal = signum
+            return
+        try:
+            os.kill(worker.pid, signum)
+        except ProcessLookupError:
+            pass  # already gone; its exit is reported
 
     @staticmethod
     def _conn_has_data(conn: Connection) -> bool:
@@ -223,14 +365,24 @@ class LocalBackend(Backend):
     def _forget(self, worker: _LocalWorker) -> None:
         self._workers.pop(worker.worker_id, None)
         self._close_conn(worker)
+        self._release_held_fds(worker)
+        process = worker.process
+        if process is None:
+            return
         try:
-            self._selector.unregister(worker.process.sentinel)
+            self._selector.unregister(process.sentinel)
         except (KeyError, ValueError):
             pass
         try:
-            worker.process.close()
+            process.close()
         except ValueError:
             pass  # still running: only after kill() without join
+
+    @staticmethod
+    def _release_held_fds(worker: _LocalWorker) -> None:
+        for fd in worker.held_fds:
+            os.close(fd)
+        worker.held_fds = []
 
     def _close_conn(self, worker: _LocalWorker) -> None:
         if worker.conn is None:
@@ -248,21 +400,26 @@ class LocalBackend(Backend):
         try:
             worker.conn.send_bytes(wire.dumps_fast(message))
         except OSError:
-            pass  # it died: its sentinel will tell, and its tasks are re-queued then
+            pass  # it died: its end is reported (sentinel, exit report), its tasks re-queued then
 
     def _read_one(self, worker: _LocalWorker, events: list[Event]) -> None:
         assert worker.conn is not None
         try:
             message = wire.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
-            self._close_conn(worker)  # the sentinel reports the exit
+            self._close_conn(worker)
+            # The sentinel or the server's exit report tells the end, once the process
+            # is gone; a worker whose server died has nobody to tell: this is its end.
+            if worker.server is not None and not worker.server.alive:
+                self._on_exit(worker, None, events)
             return
         wid = worker.worker_id
         kind = type(message)
         if kind is wire.Results:
             events.append(WorkerResults(wid, _decode_results(message)))
         elif kind is wire.Ready:
-            worker.pid = message.pid
+            if worker.pid is None:
+                self._set_pid(worker, message.pid)
             events.append(WorkerReady(wid, message.pid, message.create_seconds))
         elif kind is wire.Leaving:
             events.append(WorkerLeaving(wid, message.reason))
