@@ -76,15 +76,15 @@ def simulate(trace: Trace, workers: int, controller: Controller | None, start: f
     task_times, start_times = DurationHistogram(), DurationHistogram()
     queue: list[tuple[float, float]] = []  # (arrived at, task seconds)
     waits: list[float] = []
-    worker_seconds, events, pending, t, next_tick = 0.0, 0, 0, 0.0, BURST_INTERVAL
-    while pending < len(trace.arrivals) or queue or t < trace.seconds or any(
+    worker_seconds, events, next_arrival, t, next_tick = 0.0, 0, 0, 0.0, BURST_INTERVAL
+    while next_arrival < len(trace.arrivals) or queue or t < trace.seconds or any(
         w.busy_until is not None for w in pool.values()
     ):
         t += STEP
-        while pending < len(trace.arrivals) and trace.arrivals[pending][0] <= t:
-            queue.append((t, trace.arrivals[pending][1]))
+        while next_arrival < len(trace.arrivals) and trace.arrivals[next_arrival][0] <= t:
+            queue.append((t, trace.arrivals[next_arrival][1]))
             arrivals.record(t)
-            pending += 1
+            next_arrival += 1
         for wid, w in list(pool.items()):
             if w.busy_until is not None and w.busy_until <= t:
                 w.busy_until, w.idle_since = None, t

@@ -39,6 +39,7 @@ from procpool.policy.restarts import RestartBreaker
 from tests import failure_tasks as ft
 from tests import tasks
 from tests.gate import Gate
+from tests.polling import wait_until
 
 ROOT = Path(__file__).parent.parent
 
@@ -46,14 +47,6 @@ ROOT = Path(__file__).parent.parent
 #: so that a loaded CI machine never makes it flaky.
 DETECT_WITHIN = 2.0
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` (a cheap stats() read) until true; fail after ``timeout``."""
-    deadline = monotonic() + timeout
-    while not predicate():
-        if monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        sleep(0.01)
 
 
 def wait_gone(pid: int, timeout: float = DETECT_WITHIN) -> None:

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from time import monotonic, sleep
+from time import monotonic
 from typing import Any
 
 import psutil
@@ -28,17 +28,11 @@ from procpool.backends.worker import WorkerSpec
 from tests import fork_server_tasks as fst
 from tests import tasks
 from tests.gate import Gate
+from tests.polling import wait_until
 
 ROOT = Path(__file__).parent.parent
 SERVER_ROLE = "fork-server"
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = monotonic() + timeout
-    while not predicate():
-        if monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        sleep(0.01)
 
 
 def exited(pid: int) -> bool:
