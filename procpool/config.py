@@ -86,6 +86,15 @@ class Config(Generic[R]):
     #: Recycle a worker whose RSS exceeds this many bytes after a task; None means never.
     #: The check reads RSS after every task: ~5 us per task on Linux (bench_recycling.py).
     max_memory_per_worker: int | None = None
+    #: Seconds a worker's ``on_create`` may take, counted from its process start; None means
+    #: no limit. A worker over it is killed and counts as a failed create: the constructor
+    #: raises :class:`~procpool.ResourceCreationError`, later starts go through the restart
+    #: backoff. Set it when a resource can hang (a licence server that never answers).
+    create_timeout: float | None = None
+    #: Seconds a leaving worker's ``on_destroy`` may take before the worker is killed (with a
+    #: warning); None means no limit, so a hanging ``on_destroy`` would hang ``stop()``. 30 s
+    #: leaves room to flush or unload a heavy resource; lower it to stop faster.
+    destroy_timeout: float | None = 30.0
     #: Seconds of history behind arrival and completion rates.
     metrics_window: float = 2.0
     #: A user metrics collector (a :class:`procpool.MetricsCollector`); None: the built-in one.
@@ -114,6 +123,8 @@ class Config(Generic[R]):
                     f"got {self.start_method!r}"
                 )
         _check_seconds("task_timeout", self.task_timeout)
+        _check_seconds("create_timeout", self.create_timeout)
+        _check_seconds("destroy_timeout", self.destroy_timeout)
         if self.max_tasks_per_worker is not None:
             _check_int("max_tasks_per_worker", self.max_tasks_per_worker, minimum=1)
         if self.max_memory_per_worker is not None:

@@ -11,6 +11,7 @@ import asyncio
 import atexit
 import functools
 import itertools
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -20,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from procpool.backends.base import Backend
 from procpool.config import Config, _check_seconds
-from procpool.errors import ShutdownError
 from procpool.metrics import Metrics
 from procpool.policy.restarts import RestartBreaker
 from procpool.supervisor import Stats, Supervisor, _live_supervisors
@@ -85,7 +85,8 @@ class TaskManager(Generic[R]):
         self._supervisor.start()
         # A manager the caller forgot still drains and exits: the supervisor
         # thread holds no reference to this facade, only to the supervisor.
-        weakref.finalize(self, self._supervisor.begin_stop)
+        # Not at interpreter exit: _stop_all_at_exit decides how to stop then.
+        weakref.finalize(self, self._supervisor.begin_stop).atexit = False
 
     # -- submitting -------------------------------------------------------------
 
@@ -239,14 +240,18 @@ class TaskManager(Generic[R]):
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new tasks, run every queued one, then let every worker leave gracefully.
 
-        Returns when all worker processes have exited. If that takes longer
-        than ``timeout`` seconds, escalates to :meth:`kill` (and logs it).
-        Idempotent and safe from several threads.
+        Returns when all worker processes have exited and the done-callbacks
+        of finished tasks have run. If that takes longer than ``timeout``
+        seconds, escalates to :meth:`kill` (and logs it). Idempotent and safe
+        from several threads, and from a done-callback (which does not wait
+        for the callbacks behind it).
         """
-        self._supervisor.begin_stop()
-        if self._supervisor.join(timeout):
+        deadline = None if timeout is None else monotonic() + timeout
+        supervisor = self._supervisor
+        supervisor.begin_stop()
+        if supervisor.join(timeout) and supervisor.callbacks.join(_left(deadline)):
             return
-        if self._supervisor.on_own_thread:
+        if supervisor.callbacks.on_own_thread():
             return
         from procpool._log import logger
 
@@ -256,17 +261,23 @@ class TaskManager(Generic[R]):
     def kill(self) -> None:
         """Cancel queued tasks, terminate every worker now, fail running tasks with
         :class:`~procpool.ShutdownError`. Returns when every process is gone. Idempotent,
-        also during or after :meth:`stop`."""
-        for task in self._supervisor.begin_kill():
-            if not task.future.cancel():
-                task.fail(ShutdownError(f"{task.describe()} was dropped: the manager was killed"))
+        also during or after :meth:`stop`. Does not wait for done-callbacks."""
+        self._supervisor.begin_kill()
         self._supervisor.join()
 
     def __enter__(self) -> TaskManager[R]:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        """Leaving the block normally, or by an ``Exception``: :meth:`stop` (drain the queue).
+
+        Leaving by Ctrl-C (``KeyboardInterrupt``) or ``SystemExit``: cancel the
+        queued tasks and let the running ones finish, then return. A Ctrl-C
+        while either waits escalates one step (drain, then cancel the queue,
+        then kill) and is raised once the pool is down.
+        """
+        interrupted = exc is not None and not isinstance(exc, Exception)
+        _stop_escalating([self._supervisor], cancel_queued=interrupted, reraise=True)
 
     # -- looking ----------------------------------------------------------------
 
@@ -333,10 +344,47 @@ def _ordered_results(
             future.cancel()
 
 
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - monotonic())
+
+
+def _stop_escalating(supervisors: list[Supervisor], cancel_queued: bool, reraise: bool) -> None:
+    """Stop pools, one step harsher at each Ctrl-C: drain, cancel the queue, kill.
+
+    Each step waits for every pool's workers and done-callbacks. With
+    ``reraise``, a Ctrl-C that escalated is raised again once the pools are down.
+    """
+    level = 1 if cancel_queued else 0
+    interrupt: KeyboardInterrupt | None = None
+    while True:
+        try:
+            for supervisor in supervisors:
+                if level >= 2:
+                    supervisor.begin_kill()
+                elif level == 1:
+                    supervisor.cancel_queued()
+                supervisor.begin_stop()
+            for supervisor in supervisors:
+                supervisor.join()
+                if level < 2:
+                    supervisor.callbacks.join()
+            break
+        except KeyboardInterrupt as exc:
+            if level >= 2:
+                raise
+            level += 1
+            interrupt = exc
+    if interrupt is not None and reraise:
+        raise interrupt
+
+
 @atexit.register
 def _stop_all_at_exit() -> None:
-    """At interpreter exit, a manager nobody stopped drains its queue and stops."""
-    for supervisor in list(_live_supervisors):
-        supervisor.begin_stop()
-    for supervisor in list(_live_supervisors):
-        supervisor.join()
+    """At interpreter exit, a manager nobody stopped drains its queue and stops.
+
+    After an uncaught Ctrl-C it cancels what is queued instead and lets the
+    running tasks finish; a Ctrl-C while it waits escalates (see ``__exit__``).
+    """
+    last = getattr(sys, "last_type", None)  # set by the traceback of an uncaught exception
+    interrupted = isinstance(last, type) and issubclass(last, KeyboardInterrupt)
+    _stop_escalating(list(_live_supervisors), cancel_queued=interrupted, reraise=False)

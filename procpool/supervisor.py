@@ -55,7 +55,9 @@ from procpool.backends.base import (
     WorkerLeaving,
     WorkerReady,
     WorkerResults,
+    WorkerStarted,
 )
+from procpool.callbacks import CallbackRunner
 from procpool.config import Config
 from procpool.errors import (
     MaxRetriesExceededError,
@@ -129,7 +131,6 @@ class Supervisor:
         self._cancelled = {False: 0, True: 0}  # queued-but-cancelled tasks, by priority
         self._state = _Lifecycle.RUNNING
         self._workers: dict[int, WorkerHandle] = {}
-        self._temporary_tasks: dict[int, Task] = {}  # temporary worker id -> its run_task
         self._terminate_requests: deque[Task] = deque()
         self._next_worker_id = 1
         self._next_task_id = 1
@@ -160,13 +161,24 @@ class Supervisor:
         self._thread = threading.Thread(target=self._run, name="procpool-supervisor", daemon=True)
         self._dump_hook: Any = None
         self._next_dump = 0.0
+        #: where the futures' done-callbacks run (see procpool.callbacks)
+        self.callbacks = CallbackRunner()
 
     # == called from any thread ==============================================
 
     def start(self) -> None:
-        """Start the thread and wait until every initial worker is ready."""
+        """Start the thread and wait until every initial worker is ready.
+
+        Ctrl-C (any exception) while waiting kills what was started before it
+        propagates: no process outlives a constructor that did not return.
+        """
         self._thread.start()
-        self._started.wait()
+        try:
+            self._started.wait()
+        except BaseException:
+            self.begin_kill()
+            self._thread.join()
+            raise
         if self._startup_error is not None:
             self._thread.join()
             raise self._startup_error
@@ -221,7 +233,8 @@ class Supervisor:
         with self._lock:
             if task.state is TaskState.QUEUED and not task.cancel_counted:
                 task.cancel_counted = True
-                self._cancelled[task.priority] += 1
+                if not task.immediate:  # run_task's line is not counted in stats()
+                    self._cancelled[task.priority] += 1
                 task.release()
 
     def request_terminate(self, task: Task) -> None:
@@ -235,17 +248,28 @@ class Supervisor:
                 self._state = _Lifecycle.STOPPING
         self._backend.wake()
 
-    def begin_kill(self) -> list[Task]:
-        """Refuse new work and empty the queues; returns the queued tasks to cancel."""
+    def begin_kill(self) -> None:
+        """Refuse new work, cancel what is queued, terminate every worker now."""
+        self._drop_queued(_Lifecycle.KILLED)
+
+    def cancel_queued(self) -> None:
+        """Refuse new work and cancel what is queued; running tasks finish (Ctrl-C)."""
+        self._drop_queued(_Lifecycle.STOPPING)
+
+    def _drop_queued(self, state: str) -> None:
         with self._lock:
-            self._state = _Lifecycle.KILLED
+            if self._state is not _Lifecycle.KILLED:
+                self._state = state
             dropped = self._queues.clear() + list(self._immediate)
             self._immediate.clear()
             self._cancelled = {False: 0, True: 0}
             for task in dropped:
                 task.state = TaskState.DONE
+        how = "killed" if state is _Lifecycle.KILLED else "stopped"
+        for task in dropped:
+            if not task.future.cancel():  # a re-queued retry is already running
+                task.fail(ShutdownError(f"{task.describe()} was dropped: the manager was {how}"))
         self._backend.wake()
-        return dropped
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the supervisor thread; True when it has finished."""
@@ -321,6 +345,9 @@ class Supervisor:
                 if self._state is _Lifecycle.KILLED:
                     self._kill_workers()
                     continue
+                self._enforce_hook_timeouts(now)
+                if not self._started.is_set():
+                    continue  # the constructor still waits for the first workers
                 self._serve_terminate_requests()
                 self._check_timeouts(now)
                 self._burst_tick(now)
@@ -336,18 +363,22 @@ class Supervisor:
             if self._dump_hook is not None:
                 self._dump(None)
             self._started.set()
+            self.callbacks.close()
             _live_supervisors.discard(self)
 
     def _start_initial_workers(self) -> None:
+        """Start the first workers; the loop sets ``_started`` once all are ready."""
         for _ in range(self.config.worker_count):
             self._start_worker(WorkerRole.BASE)
         for _ in range(self.config.resource_pool_size):
             self._start_worker(WorkerRole.RESERVED)
-        while any(w.state is WorkerState.STARTING for w in self._workers.values()):
-            if self._startup_error is not None:
-                return
-            for event in self._backend.wait(None):
-                self._handle(event)
+        self._check_started()
+
+    def _check_started(self) -> None:
+        if self._started.is_set() or self._state is not _Lifecycle.RUNNING:
+            return
+        if any(w.state is WorkerState.STARTING for w in self._workers.values()):
+            return
         logger.info(
             "procpool started {} base and {} reserved workers ({})",
             self.config.worker_count,
@@ -377,6 +408,9 @@ class Supervisor:
         for worker in self._workers.values():
             if worker.in_flight and worker.in_flight[0].timeout is not None:
                 deadlines.append(self._timeout_deadline(worker, now))
+            hook_deadline = self._hook_deadline(worker)
+            if hook_deadline is not None:
+                deadlines.append(hook_deadline)
         if self._missing_workers():
             deadlines.append(self._breaker.next_attempt(now))
         if not deadlines:
@@ -391,6 +425,9 @@ class Supervisor:
             return
         if isinstance(event, WorkerResults):
             self._on_results(worker, event.outcomes)
+        elif isinstance(event, WorkerStarted):
+            worker.pid = event.pid
+            worker.started_at = monotonic()
         elif isinstance(event, WorkerReady):
             self._on_ready(worker, event)
         elif isinstance(event, WorkerLeaving):
@@ -412,11 +449,9 @@ class Supervisor:
             worker.move(WorkerState.IDLE)
         logger.debug("worker {} ({}) pid {} ready in {:.3f} s", worker.id, worker.role.value,
                      event.pid, elapsed)
-        task = self._temporary_tasks.pop(worker.id, None)
-        if task is not None:
-            self._send(worker, [task])
-            if worker.state is WorkerState.IDLE:  # it could not be sent: nothing to wait for
-                self._retire(worker)
+        if worker.role is WorkerRole.TEMPORARY and not self._serve_immediate(worker):
+            self._retire(worker)  # a reserved worker took its run_task first
+        self._check_started()
 
     def _on_results(self, worker: WorkerHandle, outcomes: list[TaskOutcome]) -> None:
         for outcome in outcomes:
@@ -427,7 +462,10 @@ class Supervisor:
             self._finish(task, outcome)
         if worker.state is WorkerState.BUSY and not worker.in_flight:
             worker.move(WorkerState.IDLE)
-        if worker.role is WorkerRole.TEMPORARY and worker.state is WorkerState.IDLE:
+        if worker.state is WorkerState.LEAVING and not worker.in_flight:
+            worker.drained_at = monotonic()
+        if (worker.role is WorkerRole.TEMPORARY and worker.state is WorkerState.IDLE
+                and not self._serve_immediate(worker)):
             self._retire(worker)
 
     def _finish(self, task: Task, outcome: TaskOutcome) -> None:
@@ -517,6 +555,7 @@ class Supervisor:
             worker.move(WorkerState.LEAVING)
         self._requeue(list(worker.in_flight))
         worker.in_flight.clear()
+        worker.drained_at = monotonic()  # on_destroy runs now
 
     def _on_create_failed(self, worker: WorkerHandle, message: str, traceback_text: str) -> None:
         error = ResourceCreationError(
@@ -533,9 +572,11 @@ class Supervisor:
         now = monotonic()
         self._breaker.failure(now)
         logger.warning("{}", message)
-        task = self._temporary_tasks.pop(worker.id, None)
-        if task is not None:
-            task.fail(_copy_creation_error(error))
+        if worker.role is WorkerRole.TEMPORARY:
+            with self._lock:
+                task = self._pop_immediate()
+            if task is not None:  # the run_task it was started for
+                task.fail(_copy_creation_error(error))
         if self._breaker.tripped(now) and not self._has_ready_pool_worker():
             logger.error("on_create keeps failing; failing the queued tasks")
             self._fail_queued(error)
@@ -563,9 +604,6 @@ class Supervisor:
             else:
                 leftovers = self._drop_unlucky(worker, leftovers, event.exitcode)
         self._requeue(leftovers)
-        orphan = self._temporary_tasks.pop(worker.id, None)
-        if orphan is not None:
-            self._requeue([orphan])
         worker.move(WorkerState.GONE)
         with self._lock:
             self._workers.pop(worker.id, None)
@@ -605,6 +643,8 @@ class Supervisor:
         if worker.state is WorkerState.LEAVING:
             return
         worker.move(WorkerState.LEAVING)
+        if not worker.in_flight:
+            worker.drained_at = monotonic()
         self._backend.retire(worker.id)
 
     def _requeue(self, tasks: list[Task]) -> None:
@@ -719,6 +759,38 @@ class Supervisor:
                     task.fail(CancelledError(f"{task.describe()} was cancelled; its worker"
                                              f" (pid {worker.pid}) was terminated"))
 
+    def _hook_deadline(self, worker: WorkerHandle) -> float | None:
+        """When ``worker`` overruns ``on_create`` or ``on_destroy``; None: no limit applies."""
+        if worker.killed:
+            return None
+        if worker.state is WorkerState.STARTING and worker.started_at is not None:
+            limit = self.config.create_timeout
+            return None if limit is None else worker.started_at + limit
+        if worker.state is WorkerState.LEAVING and worker.drained_at is not None:
+            limit = self.config.destroy_timeout
+            return None if limit is None else worker.drained_at + limit
+        return None
+
+    def _enforce_hook_timeouts(self, now: float) -> None:
+        """Kill workers stuck in ``on_create`` or ``on_destroy`` past their timeout."""
+        for worker in list(self._workers.values()):
+            deadline = self._hook_deadline(worker)
+            if deadline is None or now < deadline:
+                continue
+            worker.killed = True
+            if worker.state is WorkerState.STARTING:
+                self._on_create_failed(
+                    worker,
+                    f"on_create timed out: it did not return within create_timeout="
+                    f"{self.config.create_timeout} s, so its worker (pid {worker.pid}) was killed",
+                    "",
+                )
+            else:
+                logger.warning("worker {} pid {}: on_destroy did not return within"
+                               " destroy_timeout={} s; killing it", worker.id, worker.pid,
+                               self.config.destroy_timeout)
+            self._backend.terminate(worker.id, grace=0)
+
     def _burst_tick(self, now: float) -> None:
         if not self._burst.enabled or now < self._next_burst_tick:
             return
@@ -786,13 +858,34 @@ class Supervisor:
         A worker is hungry when it holds less than half its depth. Topping it
         up only then turns a stream of single submissions into batches, while
         the half it still holds keeps it busy during the round trip.
+
+        Hunger is judged on what a worker really holds *after* sending: a task
+        that cannot be pickled fails its future and is not held, so the worker
+        it was meant for is still hungry and gets the next tasks in the same
+        pass. Passes repeat while they place tasks and the queue is not empty.
         """
-        if self._immediate:
-            self._dispatch_immediate()
+        self._dispatch_immediate()
         depth = self._depth()
         low_water = max(1, depth // 2)
-        max_tasks = self.config.max_tasks_per_worker
-        hungry = sorted(
+        while True:
+            placed = False
+            for worker in self._hungry_workers(low_water):
+                with self._lock:
+                    batch = self._take(self._room(worker, depth), allow_alone=not worker.in_flight)
+                if batch:
+                    placed = True
+                    self._send(worker, batch)
+            with self._lock:
+                if self._queues and placed:
+                    continue
+                # Read with the queue under the same lock: a submission either
+                # sees this flag set, or it is in the queue this check looked at.
+                self._wants_work = not self._queues and bool(self._hungry_workers(low_water))
+                return
+
+    def _hungry_workers(self, low_water: int) -> list[WorkerHandle]:
+        """Ready pool workers holding less than ``low_water`` tasks, emptiest first."""
+        return sorted(
             (
                 w
                 for w in self._workers.values()
@@ -803,23 +896,13 @@ class Supervisor:
             ),
             key=lambda w: len(w.in_flight),
         )
-        plans = []
-        with self._lock:
-            for worker in hungry:
-                if not self._queues:
-                    break
-                room = depth - len(worker.in_flight)
-                if max_tasks is not None:
-                    room = min(room, max_tasks - worker.tasks_done - len(worker.in_flight))
-                batch = self._take(room, allow_alone=not worker.in_flight)
-                if batch:
-                    plans.append((worker, batch))
-            sent = {worker.id: len(batch) for worker, batch in plans}
-            self._wants_work = not self._queues and any(
-                len(w.in_flight) + sent.get(w.id, 0) < low_water for w in hungry
-            )
-        for worker, batch in plans:
-            self._send(worker, batch)
+
+    def _room(self, worker: WorkerHandle, depth: int) -> int:
+        room = depth - len(worker.in_flight)
+        max_tasks = self.config.max_tasks_per_worker
+        if max_tasks is not None:
+            room = min(room, max_tasks - worker.tasks_done - len(worker.in_flight))
+        return room
 
     def _take(self, room: int, allow_alone: bool) -> list[Task]:
         """Pop up to ``room`` live tasks by strict priority (caller holds ``_lock``)."""
@@ -842,23 +925,47 @@ class Supervisor:
         return batch
 
     def _dispatch_immediate(self) -> None:
+        """``run_task`` calls go to idle reserved workers, else to temporary ones.
+
+        At most ``max_worker_count`` temporary workers live at once; further
+        calls wait in their own line, ahead of every queued task, for the first
+        reserved or temporary worker that frees up (a temporary worker that
+        finishes takes the next call instead of leaving).
+        """
+        if not self._immediate:
+            return
+        for worker in list(self._workers.values()):
+            idle_reserved = worker.role is WorkerRole.RESERVED and worker.state is WorkerState.IDLE
+            if idle_reserved and not self._serve_immediate(worker):
+                return  # the line is empty
+        temporaries = [w for w in self._workers.values()
+                       if w.role is WorkerRole.TEMPORARY and w.live]
+        starting = sum(1 for w in temporaries if w.state is WorkerState.STARTING)
         with self._lock:
-            tasks = list(self._immediate)
-            self._immediate.clear()
-        idle = [
-            w for w in self._workers.values()
-            if w.role is WorkerRole.RESERVED and w.state is WorkerState.IDLE
-        ]
-        for task in tasks:
-            if not _mark_running(task):
-                task.state = TaskState.DONE
-                continue
-            if idle:
-                self._send(idle.pop(), [task])
-            else:
-                worker = self._start_worker(WorkerRole.TEMPORARY)
-                self._temporary_tasks[worker.id] = task
-                task.state = TaskState.SENT
+            waiting = len(self._immediate)
+        room = self.config.effective_max_workers - len(temporaries)
+        for _ in range(min(waiting - starting, room)):
+            self._start_worker(WorkerRole.TEMPORARY)
+
+    def _serve_immediate(self, worker: WorkerHandle) -> bool:
+        """Send the oldest live ``run_task`` call to ``worker``; False if none is waiting."""
+        while True:
+            with self._lock:
+                task = self._pop_immediate()
+            if task is None:
+                return False
+            self._send(worker, [task])
+            if worker.in_flight:
+                return True  # else it could not be pickled (its future failed): next one
+
+    def _pop_immediate(self) -> Task | None:
+        """The oldest ``run_task`` call not cancelled, marked running (caller holds ``_lock``)."""
+        while self._immediate:
+            task = self._immediate.popleft()
+            if _mark_running(task):
+                return task
+            task.state = TaskState.DONE
+        return None
 
     def _send(self, worker: WorkerHandle, batch: list[Task]) -> None:
         for task in batch:
@@ -877,12 +984,20 @@ class Supervisor:
             worker.move(WorkerState.IDLE)
 
     def _leave_when_drained(self) -> None:
+        """Once stopping and nothing is left to run, every worker leaves.
+
+        Ready ones gracefully (``on_destroy``); one still inside ``on_create``
+        has built nothing that a task needs, so it is terminated, not waited for.
+        """
         if self._state is not _Lifecycle.STOPPING or self._queues or self._immediate:
             return
-        if any(w.in_flight for w in self._workers.values()) or self._temporary_tasks:
+        if any(w.in_flight for w in self._workers.values()):
             return
         for worker in list(self._workers.values()):
-            if worker.state is not WorkerState.LEAVING:
+            if worker.state is WorkerState.STARTING:
+                worker.move(WorkerState.LEAVING)
+                self._backend.terminate(worker.id)
+            elif worker.state is not WorkerState.LEAVING:
                 self._retire(worker)
 
     def _kill_workers(self) -> None:
@@ -891,12 +1006,11 @@ class Supervisor:
                 task.fail(ShutdownError(f"{task.describe()} was running when the manager was"
                                         f" killed; its worker (pid {worker.pid}) was terminated"))
             worker.in_flight.clear()
-            dropped = self._temporary_tasks.pop(worker.id, None)
-            if dropped is not None:
-                dropped.fail(ShutdownError(f"{dropped.describe()} was dropped: manager killed"))
             if worker.state is not WorkerState.LEAVING:
                 worker.move(WorkerState.LEAVING)
-            self._backend.terminate(worker.id, grace=0)
+            if not worker.killed:
+                worker.killed = True
+                self._backend.terminate(worker.id, grace=0)
 
     def _crash_cleanup(self, exc: BaseException) -> None:
         with self._lock:
@@ -904,7 +1018,6 @@ class Supervisor:
             tasks = self._queues.clear() + list(self._immediate)
             self._immediate.clear()
         tasks += [t for w in self._workers.values() for t in w.in_flight]
-        tasks += list(self._temporary_tasks.values())
         for task in tasks:
             error = ProcPoolError(f"the procpool supervisor failed: {exc!r}")
             error.__cause__ = exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
@@ -30,6 +31,17 @@ class TaskFuture(Future[T]):
     _task: Task | None = None
     _owner: weakref.ref[Supervisor] | None = None
 
+    def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
+        """As :meth:`concurrent.futures.Future.add_done_callback`, but when the pool
+        resolves the future, ``fn`` runs on the pool's callback thread, never on
+        its supervisor (see :mod:`procpool.callbacks`): a callback may block, even
+        on another task of the same pool, without holding up the pool."""
+        owner = self._owner
+        if owner is None:
+            super().add_done_callback(fn)
+        else:
+            super().add_done_callback(functools.partial(_call_back, owner, fn))
+
     def cancel(self) -> bool:
         if not super().cancel():
             return False
@@ -37,6 +49,16 @@ class TaskFuture(Future[T]):
         if owner is not None and self._task is not None:
             owner.on_cancelled(self._task)
         return True
+
+
+def _call_back(
+    owner: weakref.ref[Supervisor], fn: Callable[[Future[Any]], object], future: Future[Any]
+) -> None:
+    supervisor = owner()
+    if supervisor is not None and supervisor.on_own_thread:
+        supervisor.callbacks.defer(fn, future)
+    else:
+        fn(future)
 
 
 class Task:

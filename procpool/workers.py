@@ -45,12 +45,15 @@ class IllegalTransition(RuntimeError):
 class WorkerHandle:
     __slots__ = (
         "created_at",
+        "drained_at",
         "id",
         "idle_since",
         "in_flight",
+        "killed",
         "pid",
         "ready_at",
         "role",
+        "started_at",
         "state",
         "tasks_done",
     )
@@ -64,7 +67,13 @@ class WorkerHandle:
         self.in_flight: deque[Task] = deque()
         self.tasks_done = 0
         self.created_at = monotonic()
+        #: when its process began (inside on_create from then on); None while waiting to start
+        self.started_at: float | None = None
         self.ready_at: float | None = None
+        #: when a leaving worker had nothing left to run, so on_destroy began
+        self.drained_at: float | None = None
+        #: True once it was sent SIGKILL (a hook outlived its timeout, or kill())
+        self.killed = False
         self.idle_since = self.created_at
 
     def move(self, new: WorkerState) -> None:

@@ -24,6 +24,17 @@ class TaskSpec(NamedTuple):
     kwargs: dict[str, Any]
 
 
+class WorkerStarted(NamedTuple):
+    """The worker's process exists and is inside ``on_create``.
+
+    ``create_timeout`` counts from here: a start that waits its turn in the
+    backend (a busy fork server) does not count against it.
+    """
+
+    worker_id: int
+    pid: int
+
+
 class WorkerReady(NamedTuple):
     worker_id: int
     pid: int
@@ -69,7 +80,9 @@ class WorkerGone(NamedTuple):
     destroy_error: str | None
 
 
-Event = WorkerReady | WorkerCreateFailed | WorkerResults | WorkerLeaving | WorkerGone
+Event = (
+    WorkerStarted | WorkerReady | WorkerCreateFailed | WorkerResults | WorkerLeaving | WorkerGone
+)
 
 
 class Backend(ABC):
@@ -77,12 +90,18 @@ class Backend(ABC):
 
     @abstractmethod
     def start_worker(self, worker_id: int) -> None:
-        """Begin starting a worker; :class:`WorkerReady` or a failure follows."""
+        """Begin starting a worker; never blocks on the worker.
+
+        :class:`WorkerStarted`, then :class:`WorkerReady` or
+        :class:`WorkerCreateFailed` follow; a process that could not even be
+        started is reported as :class:`WorkerCreateFailed` (and
+        :class:`WorkerGone`), never raised."""
 
     @abstractmethod
     def send(self, worker_id: int, tasks: Sequence[TaskSpec]) -> list[tuple[int, BaseException]]:
         """Send tasks to run in order. Returns ``(task_id, error)`` for tasks
-        that could not be serialized; the others were sent."""
+        that could not be serialized (whatever the serializer raised, even a
+        ``BaseException``); the others were sent."""
 
     @abstractmethod
     def retire(self, worker_id: int) -> None:

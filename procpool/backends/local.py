@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import selectors
 import signal
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -38,6 +39,7 @@ from procpool.backends.base import (
     WorkerLeaving,
     WorkerReady,
     WorkerResults,
+    WorkerStarted,
 )
 from procpool.backends.forkserver import ForkServerClient
 from procpool.backends.worker import WorkerSpec, worker_main
@@ -49,6 +51,12 @@ FORK_SERVER_ROLE = "fork-server"
 #: Time between SIGTERM and SIGKILL when a worker is terminated. Longer lets a
 #: task's own SIGTERM handler clean up; shorter frees the slot sooner.
 TERMINATE_GRACE_SECONDS = 0.2
+
+#: Start requests sent to the fork server and not yet answered. The server
+#: answers each one on the same socket; were requests written without bound
+#: while no reply is read, both ends would end up blocked in ``send()``. More
+#: lets a large pool fork a little sooner; a handful already keeps the server busy.
+MAX_STARTS_IN_FLIGHT = 8
 
 _WAKE, _CONN, _SENTINEL, _SERVER = 0, 1, 2, 3
 _RAISED = (wire.RAISED, wire.RAISED_UNHEALTHY)
@@ -94,18 +102,38 @@ class LocalBackend(Backend):
         self._server: ForkServerClient | None = None  # started by the first start_worker
         self._server_pid: int | None = None  # for other threads (helper_processes)
         self._pending: list[Event] = []  # events found outside wait(), returned by the next one
+        #: forkserver only: worker ids waiting for a free start slot, oldest first
+        self._start_backlog: deque[int] = deque()
+        self._starts_in_flight = 0
 
     # -- starting and stopping ---------------------------------------------
 
     def start_worker(self, worker_id: int) -> None:
-        if self._start_method == "forkserver":
-            self._start_from_server(worker_id)
-        else:
-            self._start_process(worker_id)
+        if self._start_method != "forkserver":
+            try:
+                self._start_process(worker_id)
+            except Exception as exc:  # e.g. EMFILE: one failed start, not a broken pool
+                reason = f"{type(exc).__qualname__}: {exc}"
+                self._pending.append(WorkerCreateFailed(
+                    worker_id, f"could not start the worker process: {reason}", ""))
+                self._pending.append(WorkerGone(worker_id, None, None, None))
+            return
+        self._start_backlog.append(worker_id)
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        """Send waiting fork-server starts while fewer than the bound are unanswered."""
+        while self._start_backlog and self._starts_in_flight < MAX_STARTS_IN_FLIGHT:
+            self._start_from_server(self._start_backlog.popleft())
 
     def _start_process(self, worker_id: int) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        progress = self._ctx.RawArray("d", 2)
+        try:
+            progress = self._ctx.RawArray("d", 2)
+        except BaseException:
+            parent_conn.close()
+            child_conn.close()
+            raise
         close_fds: tuple[int, ...] = ()
         if self._start_method == "fork":
             # A forked child copies every fd: it must drop the supervisor's end of
@@ -118,19 +146,37 @@ class LocalBackend(Backend):
             args=(child_conn, self._spec_bytes, progress, close_fds),
             name=f"procpool-worker-{worker_id}",
         )
-        process.start()
-        child_conn.close()
+        try:
+            process.start()
+        except BaseException:
+            parent_conn.close()
+            raise
+        finally:
+            child_conn.close()
         worker = _LocalWorker(worker_id, parent_conn, progress)
         worker.process = process
         worker.pid = process.pid
         self._workers[worker_id] = worker
         self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
         self._selector.register(process.sentinel, selectors.EVENT_READ, (_SENTINEL, worker))
+        assert process.pid is not None
+        self._pending.append(WorkerStarted(worker_id, process.pid))
 
     def _start_from_server(self, worker_id: int) -> None:
         """Ask the fork server for the worker; its pid (or failure) comes back in wait()."""
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        progress_fd, progress = forkserver.new_progress()
+        try:
+            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        except OSError as exc:
+            self._pending.append(WorkerCreateFailed(
+                worker_id, f"could not start the worker process: {exc}", ""))
+            self._pending.append(WorkerGone(worker_id, None, None, None))
+            return
+        try:
+            progress_fd, progress = forkserver.new_progress()
+        except BaseException:
+            parent_conn.close()
+            child_conn.close()
+            raise
         worker = _LocalWorker(worker_id, parent_conn, progress)
         worker.held_fds = [os.dup(child_conn.fileno()), progress_fd]
         child_conn.close()
@@ -145,6 +191,7 @@ class LocalBackend(Backend):
                 break
             if server.request_start(worker_id, worker.held_fds):
                 worker.server = server
+                self._starts_in_flight += 1
                 return
             self._on_server_gone(server, self._pending)
         self._on_start_failed(worker, reason, self._pending)
@@ -158,11 +205,18 @@ class LocalBackend(Backend):
         return self._server
 
     def retire(self, worker_id: int) -> None:
-        self._send_message(self._workers[worker_id], wire.Leave())
+        worker = self._workers.get(worker_id)
+        if worker is None:
+            self._drop_waiting_start(worker_id)
+            return
+        self._send_message(worker, wire.Leave())
 
     def terminate(self, worker_id: int, grace: float = TERMINATE_GRACE_SECONDS) -> None:
         worker = self._workers.get(worker_id)
-        if worker is None or (worker.process is not None and worker.process.exitcode is not None):
+        if worker is None:
+            self._drop_waiting_start(worker_id)
+            return
+        if worker.process is not None and worker.process.exitcode is not None:
             return
         if grace <= 0:
             self._signal(worker, signal.SIGKILL)
@@ -172,7 +226,14 @@ class LocalBackend(Backend):
         if worker.kill_at is None:
             worker.kill_at = monotonic() + grace
 
+    def _drop_waiting_start(self, worker_id: int) -> None:
+        """A start still waiting for a slot is dropped: it ends before it began."""
+        if worker_id in self._start_backlog:
+            self._start_backlog.remove(worker_id)
+            self._pending.append(WorkerGone(worker_id, None, None, None))
+
     def close(self) -> None:
+        self._start_backlog.clear()
         for worker in self._workers.values():
             self._signal(worker, signal.SIGKILL)
         for worker in list(self._workers.values()):
@@ -195,16 +256,8 @@ class LocalBackend(Backend):
         rejected: list[tuple[int, BaseException]] = []
         try:
             payload = wire.dumps([(t.fn, t.args, t.kwargs) for t in tasks])
-        except Exception:
-            sendable = []
-            for task in tasks:
-                try:
-                    wire.dumps((task.fn, task.args, task.kwargs))
-                    sendable.append(task)
-                except Exception as exc:
-                    text = wire.explain_unpicklable(task.fn, task.args, task.kwargs, exc)
-                    rejected.append((task.task_id, TaskPicklingError(text)))
-            tasks = sendable
+        except BaseException:  # a __reduce__ may raise anything, KeyboardInterrupt included
+            tasks, rejected = _split_picklable(tasks)
             payload = wire.dumps([(t.fn, t.args, t.kwargs) for t in tasks])
         if tasks:
             message = wire.RunBatch(tuple(t.task_id for t in tasks), payload)
@@ -273,6 +326,9 @@ class LocalBackend(Backend):
                 if worker.kill_at is not None and worker.kill_at <= now:
                     self._signal(worker, signal.SIGKILL)
                     worker.kill_at = None
+        self._start_waiting()
+        events += self._pending
+        self._pending = []
         return events
 
     def _on_exit(self, worker: _LocalWorker, exitcode: int | None, events: list[Event]) -> None:
@@ -298,12 +354,14 @@ class LocalBackend(Backend):
                 if worker.server is server and worker.pid == reply.pid:
                     self._on_exit(worker, reply.returncode, events)
             return
+        self._starts_in_flight -= 1
         starting = self._workers.get(reply.worker_id)
         if starting is None or starting.server is not server:
             return
         if isinstance(reply, forkserver.Started):
             self._release_held_fds(starting)
             self._set_pid(starting, reply.pid)
+            events.append(WorkerStarted(starting.worker_id, reply.pid))
         else:
             self._on_start_failed(starting, reply.reason, events)
 
@@ -318,6 +376,7 @@ class LocalBackend(Backend):
         if self._server is server:
             self._server = None
             self._server_pid = None
+            self._starts_in_flight = 0  # nothing more will be answered
         for worker in list(self._workers.values()):
             if worker.server is not server:
                 continue
@@ -427,6 +486,24 @@ class LocalBackend(Backend):
             worker.destroy_error = message.destroy_error
         elif kind is wire.CreateFailed:
             events.append(WorkerCreateFailed(wid, message.message, message.traceback_text))
+
+
+def _split_picklable(
+    tasks: Sequence[TaskSpec],
+) -> tuple[list[TaskSpec], list[tuple[int, BaseException]]]:
+    """The tasks that pickle on their own, and an error naming the culprit for each other."""
+    sendable = []
+    rejected: list[tuple[int, BaseException]] = []
+    for task in tasks:
+        try:
+            wire.dumps((task.fn, task.args, task.kwargs))
+            sendable.append(task)
+        except BaseException as exc:
+            error = TaskPicklingError(
+                wire.explain_unpicklable(task.fn, task.args, task.kwargs, exc))
+            error.__cause__ = exc
+            rejected.append((task.task_id, error))
+    return sendable, rejected
 
 
 def _decode_results(message: wire.Results) -> list[TaskOutcome]:

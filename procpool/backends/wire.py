@@ -105,7 +105,7 @@ loads = pickle.loads
 
 
 def explain_unpicklable(
-    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+    fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException
 ) -> str:
     """Say which part of a task cannot be pickled: the function or which argument."""
     name = getattr(fn, "__qualname__", None) or repr(fn)
@@ -115,7 +115,7 @@ def explain_unpicklable(
     for label, obj in parts:
         try:
             dumps(obj)
-        except Exception as part_exc:
+        except BaseException as part_exc:
             return (
                 f"task {name}: {label} ({_short_repr(obj)}, type {type(obj).__qualname__})"
                 f" cannot be pickled: {type(part_exc).__name__}: {part_exc}"
@@ -126,6 +126,6 @@ def explain_unpicklable(
 def _short_repr(obj: Any, limit: int = 80) -> str:
     try:
         text = repr(obj)
-    except Exception:
+    except BaseException:
         text = f"<{type(obj).__qualname__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -103,7 +103,7 @@ class _Outbox:
             return
         try:
             body = wire.dumps_fast(self.items)
-        except Exception:
+        except BaseException:  # a result's __reduce__ may raise anything
             body = wire.dumps_fast(self._replace_unpicklable())
         message = wire.Results(tuple(self.ids), tuple(self.outcomes), tuple(self.times), body)
         self.ids, self.outcomes, self.times, self.items = [], [], [], []
@@ -116,7 +116,7 @@ class _Outbox:
             try:
                 wire.dumps_fast(item)
                 items.append(item)
-            except Exception as exc:
+            except BaseException as exc:
                 self.outcomes[i] = wire.UNPICKLABLE_RESULT
                 items.append(f"{type(item).__module__}.{type(item).__qualname__}: {exc}")
         return items
