@@ -15,6 +15,13 @@ from typing import Any, Generic, TypeVar
 
 R = TypeVar("R")
 
+#: File descriptors the caller's process holds per worker (its pipe, its process
+#: sentinel, its progress slots): what bounds the largest pool the process can run.
+FDS_PER_WORKER = 3
+
+#: Descriptors left for everything else the caller has open.
+FDS_RESERVED = 32
+
 #: Start methods a user may ask for.
 START_METHODS = ("fork", "forkserver", "spawn")
 
@@ -133,6 +140,7 @@ class Config(Generic[R]):
         _check_seconds("stats_dump_interval", self.stats_dump_interval, required=True)
         if self.stats_dump_path is not None:
             _check_dump_path(self.stats_dump_path)
+        _check_fd_limit(self)
 
     @property
     def effective_max_workers(self) -> int:
@@ -162,6 +170,30 @@ def _check_int(name: str, value: object, minimum: int, hint: str = "") -> None:
     if value < minimum:
         raise ValueError(f"Config.{name} must be >= {minimum}{' ' + hint if hint else ''}, "
                          f"got {value}")
+
+
+def _check_fd_limit(config: Config[Any]) -> None:
+    """Refuse a pool larger than this process's open-file limit can hold, now, not
+    with ``Too many open files`` at the hundredth worker."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return
+    if soft == resource.RLIM_INFINITY:
+        return
+    workers = config.effective_max_workers + config.resource_pool_size
+    most = max(1, (soft - FDS_RESERVED) // FDS_PER_WORKER)
+    if workers <= most:
+        return
+    name = "worker_count" if config.max_worker_count is None else "max_worker_count"
+    raise ValueError(
+        f"Config.{name}={getattr(config, name)} (with resource_pool_size="
+        f"{config.resource_pool_size}) needs about {workers * FDS_PER_WORKER} open files in"
+        f" this process, over its limit of {soft} (RLIMIT_NOFILE): at most {most} workers fit."
+        f" Raise the limit (ulimit -n, resource.setrlimit) or use fewer workers"
+    )
 
 
 def _check_dump_path(path: object) -> None:

@@ -19,6 +19,7 @@ from concurrent.futures import Future
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from procpool._log import logger
 from procpool.backends.base import Backend
 from procpool.config import Config, _check_seconds
 from procpool.metrics import Metrics
@@ -253,8 +254,6 @@ class TaskManager(Generic[R]):
             return
         if supervisor.callbacks.on_own_thread():
             return
-        from procpool._log import logger
-
         logger.warning("procpool stop() did not finish within {} s; killing the pool", timeout)
         self.kill()
 
@@ -348,6 +347,12 @@ def _left(deadline: float | None) -> float | None:
     return None if deadline is None else max(0.0, deadline - monotonic())
 
 
+_ESCALATION = {
+    1: "cancelling the queued tasks; the running ones finish (Ctrl-C again to kill them)",
+    2: "killing the workers",
+}
+
+
 def _stop_escalating(supervisors: list[Supervisor], cancel_queued: bool, reraise: bool) -> None:
     """Stop pools, one step harsher at each Ctrl-C: drain, cancel the queue, kill.
 
@@ -357,7 +362,9 @@ def _stop_escalating(supervisors: list[Supervisor], cancel_queued: bool, reraise
     level = 1 if cancel_queued else 0
     interrupt: KeyboardInterrupt | None = None
     while True:
-        try:
+        try:  # the log line is inside: a Ctrl-C right after it still escalates
+            if level and supervisors:
+                logger.warning("interrupted: {}", _ESCALATION[level])
             for supervisor in supervisors:
                 if level >= 2:
                     supervisor.begin_kill()

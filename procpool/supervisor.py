@@ -938,8 +938,8 @@ class Supervisor:
             idle_reserved = worker.role is WorkerRole.RESERVED and worker.state is WorkerState.IDLE
             if idle_reserved and not self._serve_immediate(worker):
                 return  # the line is empty
-        temporaries = [w for w in self._workers.values()
-                       if w.role is WorkerRole.TEMPORARY and w.live]
+        # Leaving ones count too: their processes (inside on_destroy) still run.
+        temporaries = [w for w in self._workers.values() if w.role is WorkerRole.TEMPORARY]
         starting = sum(1 for w in temporaries if w.state is WorkerState.STARTING)
         with self._lock:
             waiting = len(self._immediate)
