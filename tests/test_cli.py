@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import psutil
 import pytest
 
 from procpool import cli
-from procpool.demo import patterns
+from procpool.demo import patterns, plot
 from procpool.demo.feeder import Counts
 from procpool.demo.record import Recorder, Tick
 from procpool.demo.view import JsonView, PlainView, RunInfo, choose_view, plain_line, render
@@ -186,7 +187,41 @@ def test_plot_without_matplotlib_exits_2_before_running(
     err = capsys.readouterr().err
     assert "--plot needs matplotlib" in err
     assert 'pip install "procpool[plot]"' in err
+    assert 'pip install ".[plot]"' in err  # the command that works from a clone
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["run.gif", "run.txt", "run"])
+def test_plot_into_an_unsupported_file_exits_2_before_running(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    def no_run(args: object) -> int:
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(cli, "run", no_run)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--plot", str(tmp_path / name)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: procpool-demo")
+    assert "--plot cannot draw" in err
+    assert ".png, .svg or .pdf" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_formats_are_checked_by_extension_in_any_case() -> None:
+    for name in ("run.png", "run.SVG", "dir.d/run.pdf"):
+        assert plot.check_format(name) is None, name
+    assert "'.jpeg'" in (plot.check_format("run.jpeg") or "")
+    assert "without an extension" in (plot.check_format("dir.d/run") or "")
+
+
+def test_version_is_the_installed_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"procpool-demo {importlib.metadata.version('procpool')}\n"
 
 
 # -- pieces, without a pool ------------------------------------------------------------------
