@@ -5,8 +5,9 @@ together: a :class:`~procpool.TaskManager` whose workers build a lookup table
 in ``on_create``, a feeder thread submitting CPU-bound tasks along a load
 pattern, and a view refreshed every :data:`TICK_SECONDS`.
 
-Exit codes: 0 after a full run, 2 for bad arguments (or ``--plot`` without
-matplotlib), 1 if the pool cannot start, and 128 + the signal number after
+Exit codes: 0 after a full run, 2 for bad arguments (among them a ``--plot``
+file that is not .png, .svg or .pdf, and ``--plot`` without matplotlib:
+both refused before the run), 1 if the pool cannot start, and 128 + the signal number after
 Ctrl-C (SIGINT) or SIGTERM, which stop the run early but cleanly: queued
 tasks are cancelled, running ones finish, every worker leaves and the
 summary is printed. A second Ctrl-C kills the workers at once.
@@ -15,6 +16,7 @@ summary is printed. A second Ctrl-C kills the workers at once.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import math
 import os
 import signal
@@ -27,6 +29,7 @@ from time import monotonic
 from types import FrameType, TracebackType
 from typing import Any
 
+from procpool._extras import install_hint
 from procpool.config import Config
 from procpool.demo import plot
 from procpool.demo.feeder import Feeder, Load
@@ -86,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
             " a second Ctrl-C kills the workers at once. Exit code 130 after Ctrl-C."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
+                        help="print procpool's version and exit")
     pool = parser.add_argument_group("the pool")
     pool.add_argument("--workers", type=_count, default=2, metavar="N",
                       help="base workers, always running (default %(default)s)")
@@ -131,8 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="print one JSON object per tick and a summary object at the end,"
                           " instead of the live view")
     out.add_argument("--plot", metavar="FILE.png", default=None,
-                     help="draw workers, queue and rates over the run into this PNG"
-                          ' (needs matplotlib: pip install "procpool[plot]")')
+                     help="draw workers, queue and rates over the run into this"
+                          f" {', '.join(plot.FORMATS[:-1])} or {plot.FORMATS[-1]} file;"
+                          f" needs matplotlib: {install_hint('plot')}")
     out.add_argument("--dump-stats", metavar="PATH", default=None,
                      help="write TaskManager.dump_stats() as JSON to PATH at every tick"
                           " (atomically replaced)")
@@ -148,6 +154,10 @@ def check_args(args: argparse.Namespace) -> str | None:
                 f" ({args.workers})")
     if args.fail_rate + args.crash_rate > 1:
         return "--fail-rate and --crash-rate must add up to at most 1"
+    if args.plot is not None:
+        problem = plot.check_format(args.plot)
+        if problem:
+            return problem
     for flag, path in (("--plot", args.plot), ("--dump-stats", args.dump_stats)):
         if path is None:
             continue
@@ -155,6 +165,16 @@ def check_args(args: argparse.Namespace) -> str | None:
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
             return f"{flag}: cannot write into the folder {folder!r}"
     return None
+
+
+def version() -> str:
+    """procpool's version, as installed (``procpool.__version__`` in a bare source tree)."""
+    try:
+        return importlib.metadata.version("procpool")
+    except importlib.metadata.PackageNotFoundError:
+        from procpool import __version__
+
+        return __version__
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,18 @@ import psutil
 import pytest
 
 from procpool import cli
-from procpool.demo import patterns
+from procpool.demo import patterns, plot
 from procpool.demo.feeder import Counts
 from procpool.demo.record import Recorder, Tick
-from procpool.demo.view import JsonView, PlainView, RunInfo, choose_view, plain_line, render
+from procpool.demo.view import (
+    JsonView,
+    LiveView,
+    PlainView,
+    RunInfo,
+    choose_view,
+    plain_line,
+    render,
+)
 
 ROOT = Path(__file__).parent.parent
 
@@ -186,7 +197,41 @@ def test_plot_without_matplotlib_exits_2_before_running(
     err = capsys.readouterr().err
     assert "--plot needs matplotlib" in err
     assert 'pip install "procpool[plot]"' in err
+    assert 'pip install ".[plot]"' in err  # the command that works from a clone
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["run.gif", "run.txt", "run"])
+def test_plot_into_an_unsupported_file_exits_2_before_running(
+    name: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    def no_run(args: object) -> int:
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(cli, "run", no_run)
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--plot", str(tmp_path / name)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: procpool-demo")
+    assert "--plot cannot draw" in err
+    assert ".png, .svg or .pdf" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_formats_are_checked_by_extension_in_any_case() -> None:
+    for name in ("run.png", "run.SVG", "dir.d/run.pdf"):
+        assert plot.check_format(name) is None, name
+    assert "'.jpeg'" in (plot.check_format("run.jpeg") or "")
+    assert "without an extension" in (plot.check_format("dir.d/run") or "")
+
+
+def test_version_is_the_installed_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"procpool-demo {importlib.metadata.version('procpool')}\n"
 
 
 # -- pieces, without a pool ------------------------------------------------------------------
@@ -246,8 +291,133 @@ def test_live_view_renders_pool_and_processes() -> None:
 
 
 def test_views_are_chosen_by_output() -> None:
-    assert isinstance(choose_view(INFO, json_lines=True, out=io.StringIO()), JsonView)
-    assert isinstance(choose_view(INFO, json_lines=False, out=io.StringIO()), PlainView)
+    err = io.StringIO()
+    assert isinstance(choose_view(INFO, json_lines=True, out=io.StringIO(), err=err), JsonView)
+    assert isinstance(choose_view(INFO, json_lines=False, out=io.StringIO(), err=err), PlainView)
+    assert isinstance(choose_view(INFO, json_lines=False, out=Terminal(), err=err), LiveView)
+    assert err.getvalue() == ""
+
+
+def test_a_terminal_without_rich_gets_plain_lines_and_one_line_saying_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "rich", None)  # makes "import rich" fail
+    err = io.StringIO()
+    assert isinstance(choose_view(INFO, json_lines=False, out=Terminal(), err=err), PlainView)
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1
+    assert "the live view needs rich" in lines[0]
+    assert 'pip install "procpool[demo]"' in lines[0]
+    assert 'pip install ".[demo]"' in lines[0]
+    piped = io.StringIO()  # no terminal: plain lines are what was asked for, nothing to say
+    assert isinstance(choose_view(INFO, json_lines=False, out=io.StringIO(), err=piped),
+                      PlainView)
+    assert piped.getvalue() == ""
+
+
+@pytest.fixture
+def terminal(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A plain 80-column terminal for rich, whatever the environment says."""
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.setenv("COLUMNS", "80")
+    for name in ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR", "NO_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+class Terminal(io.StringIO):
+    """Output that says it is a terminal, as a tty would."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def screen(output: str) -> list[str]:
+    """What a terminal shows after ``output``: the cursor moves of rich's live view applied."""
+    lines, row, col = [""], 0, 0
+    for token in re.findall(r"\x1b\[[0-9;?]*[A-Za-z]|[^\x1b]", output):
+        if token == "\n":
+            row, col = row + 1, 0
+            lines += [""] * (row + 1 - len(lines))
+        elif token == "\r":
+            col = 0
+        elif token == "\x1b[2K":
+            lines[row] = ""
+        elif token.startswith("\x1b[") and token.endswith("A"):
+            row -= int(token[2:-1] or 1)
+        elif not token.startswith("\x1b"):  # colours and cursor visibility change nothing
+            lines[row] = lines[row][:col].ljust(col) + token + lines[row][col + 1:]
+            col += 1
+    return [line.rstrip() for line in lines]
+
+
+@pytest.mark.usefixtures("terminal")
+def test_live_view_leaves_the_header_the_last_frame_and_the_summary_only() -> None:
+    out = Terminal()
+    view = LiveView(INFO, out)
+    view.start()
+    starting = screen(out.getvalue())
+    view.update(make_tick(1.0))
+    view.update(make_tick(2.0))
+    recorder = Recorder()
+    recorder.add(make_tick(2.0))
+    view.finish(recorder.summary(elapsed=2.0, counts=Counts(submitted=30, completed=30),
+                                 interrupted=False))
+    assert any("starting the base workers" in line for line in starting)
+    shown = [line for line in screen(out.getvalue()) if line]
+    text = "\n".join(shown)
+    assert "starting the base workers" not in text
+    assert "Ctrl-C" not in text  # the run is over: the hint no longer applies
+    panel_top = next(i for i, line in enumerate(shown) if line.startswith("╭─ procpool demo"))
+    assert " ".join(shown[:panel_top]) == INFO.header()  # only the header above the panel
+    assert "2.0 / 15 s" in shown[panel_top]  # the last tick's frame, drawn once
+    assert text.count("╭─") == 1
+    assert shown[-4].startswith("procpool demo finished after 2.0 s")
+
+
+@pytest.mark.usefixtures("terminal")
+def test_live_view_erases_the_starting_hint_when_the_pool_cannot_start() -> None:
+    out = Terminal()
+    view = LiveView(INFO, out)
+    view.start()
+    view.close()
+    assert " ".join(line for line in screen(out.getvalue()) if line) == INFO.header()
+
+
+def rendered(width: int, renderable: object) -> list[str]:
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None)
+    console.print(renderable)
+    return console.export_text().splitlines()
+
+
+def test_live_view_is_as_wide_as_its_contents_not_the_terminal() -> None:
+    history: dict[str, deque[float]] = {name: deque([1.0, 5.0, 3.0]) for name in
+                                        ("workers", "queue", "arrival", "completion")}
+    wide = rendered(160, render(make_tick(), INFO, history))
+    narrow = rendered(80, render(make_tick(), INFO, history))
+    assert max(len(line.rstrip()) for line in wide) <= 80
+    assert [line.rstrip() for line in wide] == [line.rstrip() for line in narrow]
+    tasks_row = next(line for line in narrow if "submitted" in line)
+    assert "30 submitted" in tasks_row  # not wrapped onto a second line
+    assert "9 done" in tasks_row
+    assert "2 crashed" in tasks_row
+
+
+def test_supervisor_row_shows_no_task_count_of_its_own() -> None:
+    history: dict[str, deque[float]] = {name: deque() for name in
+                                        ("workers", "queue", "arrival", "completion")}
+    lines = rendered(100, render(make_tick(), INFO, history))
+
+    def row(first: str) -> list[str]:
+        line = next(line for line in lines if line.strip("│ ").startswith(first))
+        return line.strip("│ ").split()
+
+    assert row("pid")[-2:] == ["tasks", "uptime"]
+    assert row("100")[-2] == "-"  # the supervisor runs no task itself
+    assert row("101")[-2] == "5"
+    assert any("9 done" in line for line in lines)  # the pool's total is in the panel
 
 
 def test_recorder_sees_burst_workers_come_and_go() -> None:

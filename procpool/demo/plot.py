@@ -1,16 +1,22 @@
 """The ``--plot`` picture: workers, queue depth and rates over the run.
 
 matplotlib is optional (``pip install "procpool[plot]"``); :func:`check`
-tells the command line early, before the run, if it is missing. The Agg
-backend draws to a file, with no display needed.
+and :func:`check_format` tell the command line early, before the run, if it
+is missing or cannot write the file asked for. The Agg backend draws to a
+file, with no display needed.
 """
 
 from __future__ import annotations
 
 import os
 
+from procpool._extras import install_hint
 from procpool.demo.record import Tick
 from procpool.demo.view import RunInfo
+
+#: File extensions the picture can be written as: matplotlib's Agg backend
+#: draws them with nothing else installed.
+FORMATS = (".png", ".svg", ".pdf")
 
 
 def check() -> str | None:
@@ -18,9 +24,18 @@ def check() -> str | None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        return (f"--plot needs matplotlib ({exc}); install it with:"
-                f' python -m pip install "procpool[plot]"')
+        return f"--plot needs matplotlib ({exc}); install it with: {install_hint('plot')}"
     return None
+
+
+def check_format(path: str | os.PathLike[str]) -> str | None:
+    """None if ``path`` ends in one of :data:`FORMATS` (any case), else what to tell the user."""
+    extension = os.path.splitext(os.fspath(path))[1]
+    if extension.lower() in FORMATS:
+        return None
+    what = f"a {extension!r} file" if extension else "a file without an extension"
+    return (f"--plot cannot draw {what} ({os.fspath(path)!r}); name a"
+            f" {', '.join(FORMATS[:-1])} or {FORMATS[-1]} file")
 
 
 def save(path: str | os.PathLike[str], ticks: list[Tick], info: RunInfo) -> None:

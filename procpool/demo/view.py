@@ -4,7 +4,8 @@ All three have the same calls: ``start()`` once before the pool starts,
 ``update(tick)`` per tick, ``finish(summary)`` at the end, and ``close()``
 to give the terminal back without a summary (when the run fails).
 rich is imported only by :class:`LiveView`, which :func:`choose_view` picks
-only for a terminal with rich installed (``pip install "procpool[demo]"``).
+only for a terminal with rich installed (``pip install "procpool[demo]"``); in
+a terminal without rich, one line on stderr says so and plain lines follow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from procpool._extras import install_hint
 from procpool.demo.record import Tick
 
 #: Ticks of history behind the sparklines of the live view.
@@ -51,8 +53,13 @@ class View(Protocol):
     def close(self) -> None: ...
 
 
-def choose_view(info: RunInfo, *, json_lines: bool, out: TextIO | None = None) -> View:
-    """JSON lines if asked; the live view on a terminal with rich; else plain lines."""
+def choose_view(info: RunInfo, *, json_lines: bool, out: TextIO | None = None,
+                err: TextIO | None = None) -> View:
+    """JSON lines if asked; the live view on a terminal with rich; else plain lines.
+
+    A terminal without rich gets plain lines too, after one line on ``err``
+    (default stderr) that says why and how to install rich.
+    """
     out = out or sys.stdout
     if json_lines:
         return JsonView(out)
@@ -60,7 +67,10 @@ def choose_view(info: RunInfo, *, json_lines: bool, out: TextIO | None = None) -
         try:
             import rich  # noqa: F401
         except ImportError:
-            pass
+            err = err or sys.stderr
+            err.write("procpool-demo: the live view needs rich, showing plain lines instead;"
+                      f" install it with: {install_hint('demo')}\n")
+            err.flush()
         else:
             return LiveView(info, out)
     return PlainView(info, out)
@@ -145,7 +155,13 @@ def plain_line(tick: Tick) -> str:
 
 
 class LiveView:
-    """A rich screen redrawn every tick: the pool, sparklines and one row per process."""
+    """A rich screen redrawn every tick: the pool, sparklines and one row per process.
+
+    Only the run's header is printed for good; the hints (the pool is
+    starting, what Ctrl-C does) live in the redrawn area, so the first tick
+    replaces the "starting" one, and the frame left on screen at the end has
+    none.
+    """
 
     def __init__(self, info: RunInfo, out: TextIO) -> None:
         from rich.console import Console
@@ -157,14 +173,18 @@ class LiveView:
         self._history: dict[str, deque[float]] = {
             name: deque(maxlen=HISTORY) for name in ("workers", "queue", "arrival", "completion")
         }
+        self._last: Tick | None = None
 
     def start(self) -> None:
+        from rich.text import Text
+
         self._console.print(f"[bold]{self._info.header()}[/]")
-        self._console.print("[dim]starting the base workers... Ctrl-C stops the demo[/]")
+        self._live.start()
+        self._live.update(Text("starting the base workers... Ctrl-C stops the demo", "dim"),
+                          refresh=True)
 
     def update(self, tick: Tick) -> None:
-        if not self._live.is_started:
-            self._live.start()
+        self._last = tick
         history = self._history
         history["workers"].append(tick.base_workers + tick.burst_workers)
         history["queue"].append(tick.queued_tasks + tick.priority_tasks)
@@ -178,12 +198,29 @@ class LiveView:
             self._console.print(line, highlight=False)
 
     def close(self) -> None:
-        if self._live.is_started:
-            self._live.stop()
+        if not self._live.is_started:
+            return
+        from rich.text import Text
+
+        # The last frame stays on screen, without the hints: they no longer apply.
+        # Before any tick there is only the "starting" hint: erase it.
+        last = self._last
+        if last is None:
+            self._live.transient = True
+            self._live.update(Text(), refresh=True)
+        else:
+            self._live.update(render(last, self._info, self._history, hints=False),
+                              refresh=True)
+        self._live.stop()
 
 
-def render(tick: Tick, info: RunInfo, history: dict[str, deque[float]]) -> Any:
-    """The live screen for one tick (a rich renderable)."""
+def render(tick: Tick, info: RunInfo, history: dict[str, deque[float]], *,
+           hints: bool = True) -> Any:
+    """The live screen for one tick (a rich renderable), with the Ctrl-C hint if ``hints``.
+
+    One panel as wide as its contents (at most 80 columns with the default
+    settings), however wide the terminal.
+    """
     from rich import box
     from rich.console import Group
     from rich.panel import Panel
@@ -220,12 +257,11 @@ def render(tick: Tick, info: RunInfo, history: dict[str, deque[float]]) -> Any:
     )
     pool.add_row("p95 time", "", f"{tick.p95_ms:6.0f} ms")
     pool.add_row(
-        "tasks", "",
+        "tasks", Text.assemble(str(c.submitted), (" submitted", "dim"), justify="right"),
         Text.assemble(str(c.completed), (" done  ", "dim"), (str(c.failed), "red"),
-                      (" failed  ", "dim"), (str(c.crashed), "red"), (" crashed  ", "dim"),
-                      str(c.submitted), (" submitted", "dim")),
+                      (" failed  ", "dim"), (str(c.crashed), "red"), (" crashed", "dim")),
     )
-    processes = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False)
+    processes = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False, show_edge=False)
     processes.add_column("pid", justify="right")
     processes.add_column("role")
     processes.add_column("state")
@@ -238,7 +274,9 @@ def render(tick: Tick, info: RunInfo, history: dict[str, deque[float]]) -> Any:
             Text(p["state"], _STATE_STYLE.get(p["state"], "")),
             "-" if p["cpu_percent"] is None else f"{p['cpu_percent']:.0f}",
             "-" if p["rss_bytes"] is None else f"{p['rss_bytes'] / 2**20:.0f}",
-            str(p["tasks_done"]),
+            # Only workers run tasks: the supervisor's tasks_done is the pool's total,
+            # which the panel shows already.
+            "-" if p["worker_id"] is None else str(p["tasks_done"]),
             f"{p['uptime_seconds']:.1f}s",
         )
     progress = min(tick.t / info.duration, 1.0)
@@ -247,11 +285,12 @@ def render(tick: Tick, info: RunInfo, history: dict[str, deque[float]]) -> Any:
         (f"{tick.t:5.1f}", "bold"), f" / {info.duration:g} s  ",
         ("━" * round(24 * progress), "cyan"), ("━" * (24 - round(24 * progress)), "grey30"),
     )
-    return Group(
-        Panel(pool, title=title, title_align="left", border_style="cyan"),
-        processes,
-        Text("Ctrl-C stops: queued tasks are cancelled, running ones finish", "dim"),
-    )
+    panel = Panel(Group(pool, Text(), processes), title=title, title_align="left",
+                  border_style="cyan", expand=False)
+    if not hints:
+        return panel
+    return Group(panel,
+                 Text("Ctrl-C stops: queued tasks are cancelled, running ones finish", "dim"))
 
 
 def worker_bar(tick: Tick, max_workers: int) -> Any:
