@@ -132,8 +132,11 @@ class TaskManager(Generic[R]):
         """Run a task now, bypassing the queues, and return its result.
 
         It runs on one of ``resource_pool_size`` reserved workers; when all of
-        them are busy, on a temporary worker started for this call (it runs
-        ``on_create`` and ``on_destroy`` like any other) and retired after it.
+        them are busy, on a temporary worker started for it (it runs
+        ``on_create`` and ``on_destroy`` like any other). At most
+        ``max_worker_count`` temporary workers run at once: further calls wait,
+        ahead of every queued task, for the first reserved or temporary worker
+        that frees up.
         """
         return self._submit(fn, args, kwargs, False, False, None, True).result()
 

@@ -28,7 +28,16 @@ Who owns what:
   a recycle knows exactly which tasks to re-queue.
 
 ``_lock`` guards the queues, the lifecycle state and membership of the worker
-table; futures are resolved outside it (their callbacks may submit again).
+table; futures are resolved outside it. Their done-callbacks do not run here:
+:class:`~procpool.tasks.TaskFuture` hands them to the pool's
+:class:`~procpool.callbacks.CallbackRunner` thread, so a callback that blocks
+cannot stop this loop.
+
+Every wait of this thread is bounded by an event or a deadline: a worker
+stuck in ``on_create`` or ``on_destroy`` is killed at ``create_timeout`` /
+``destroy_timeout``, fork-server start requests in flight are bounded (see
+the local backend), and at most ``max_worker_count`` temporary workers serve
+``run_task`` at once.
 """
 
 from __future__ import annotations
