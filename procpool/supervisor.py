@@ -80,22 +80,12 @@ from procpool.errors import (
 )
 from procpool.metrics import DefaultCollector, Metrics, TaskStamps
 from procpool.policy.burst import BurstController, BurstSnapshot
+from procpool.policy.prefetch import PREFETCH_LIMIT, TaskDurations
 from procpool.policy.queues import TaskQueues
 from procpool.policy.restarts import RestartBreaker
 from procpool.policy.retry import may_retry
 from procpool.tasks import Task, TaskState
 from procpool.workers import WorkerHandle, WorkerRole, WorkerState
-
-#: How much already-sent work a worker may hold beyond the task it runs, in
-#: seconds of its recent mean task time. More hides the pipe's round trip
-#: behind useful work (throughput for tiny tasks); less keeps priority strict
-#: and lets new workers share the load sooner. A priority task can wait behind
-#: at most this much normal work per worker.
-PREFETCH_SECONDS = 0.001
-
-#: Hard cap on tasks sent to one worker and not yet reported. Bounds what a
-#: priority task may wait behind and what a crash may force to run again.
-PREFETCH_LIMIT = 64
 
 #: How many workers may die holding a task, outside any task, before that task
 #: fails. More forgives bad luck (a worker OOM-killed between tasks); fewer ends
@@ -153,6 +143,7 @@ class Supervisor:
         # per task. Read and written under ``_lock``.
         self._wants_work = True
         self._metrics = DefaultCollector(config.metrics_window)
+        self._durations = TaskDurations()  # per kind of task: how many a worker may hold
         self._user_collector = config.collector
         self._breaker = breaker if breaker is not None else RestartBreaker()
         interval = config.burst_interval or 0.0
@@ -480,6 +471,8 @@ class Supervisor:
     def _finish(self, task: Task, outcome: TaskOutcome) -> None:
         stamps = TaskStamps(task.queued_at, outcome.started, outcome.finished)
         code = outcome.outcome
+        if code != wire.UNREADABLE_TASK:  # it ran: its time says how to batch its kind
+            self._durations.record(task.kind, stamps.execution_time)
         if code == wire.OK:
             self._record_end(stamps, failed=False)
             task.resolve(outcome.value)
@@ -854,17 +847,17 @@ class Supervisor:
                 if worker is not None and worker.state is WorkerState.IDLE:
                     self._retire(worker)
 
-    def _depth(self) -> int:
-        """Tasks a worker may hold at once: ~PREFETCH_SECONDS of work, 1 when unknown."""
-        mean = self._metrics.recent_mean_execution()
-        if not mean:
-            return 1
-        return 1 + min(PREFETCH_LIMIT - 1, int(PREFETCH_SECONDS / mean))
-
     def _dispatch(self) -> None:
         """Send queued tasks to hungry workers by strict priority, one batch each.
 
-        A worker is hungry when it holds less than half its depth. Topping it
+        How many tasks a worker may hold follows the kind of task at hand
+        (:mod:`procpool.policy.prefetch`): tiny ones travel in batches that
+        cover about a millisecond of work; a task that takes a millisecond or
+        more, or whose kind was never seen, goes alone to a worker holding
+        nothing, so such tasks spread over every idle worker and a priority
+        task never waits behind more than one running task per worker.
+
+        A worker holding tiny tasks is hungry below half its depth: topping it
         up only then turns a stream of single submissions into batches, while
         the half it still holds keeps it busy during the round trip.
 
@@ -874,13 +867,11 @@ class Supervisor:
         pass. Passes repeat while they place tasks and the queue is not empty.
         """
         self._dispatch_immediate()
-        depth = self._depth()
-        low_water = max(1, depth // 2)
         while True:
             placed = False
-            for worker in self._hungry_workers(low_water):
+            for worker in self._hungry_workers():
                 with self._lock:
-                    batch = self._take(self._room(worker, depth), allow_alone=not worker.in_flight)
+                    batch = self._take(worker)
                 if batch:
                     placed = True
                     self._send(worker, batch)
@@ -889,38 +880,44 @@ class Supervisor:
                     continue
                 # Read with the queue under the same lock: a submission either
                 # sees this flag set, or it is in the queue this check looked at.
-                self._wants_work = not self._queues and bool(self._hungry_workers(low_water))
+                self._wants_work = not self._queues and bool(self._hungry_workers())
                 return
 
-    def _hungry_workers(self, low_water: int) -> list[WorkerHandle]:
-        """Ready pool workers holding less than ``low_water`` tasks, emptiest first."""
-        return sorted(
-            (
-                w
-                for w in self._workers.values()
-                if w.role in (WorkerRole.BASE, WorkerRole.BURST)
-                and w.ready
-                and len(w.in_flight) < low_water
-                and not (w.in_flight and w.in_flight[-1].alone)
-            ),
-            key=lambda w: len(w.in_flight),
-        )
+    def _hungry_workers(self) -> list[WorkerHandle]:
+        """Ready pool workers that may take more now, emptiest first."""
+        hungry = []
+        for worker in self._workers.values():
+            if worker.role not in (WorkerRole.BASE, WorkerRole.BURST) or not worker.ready:
+                continue
+            held = worker.in_flight
+            if held:
+                last = held[-1]
+                if last.alone or not self._durations.is_tiny(last.kind):
+                    continue
+                if len(held) >= max(1, self._durations.depth(last.kind) // 2):
+                    continue
+            hungry.append(worker)
+        hungry.sort(key=lambda w: len(w.in_flight))
+        return hungry
 
-    def _room(self, worker: WorkerHandle, depth: int) -> int:
-        room = depth - len(worker.in_flight)
-        max_tasks = self.config.max_tasks_per_worker
-        if max_tasks is not None:
-            room = min(room, max_tasks - worker.tasks_done - len(worker.in_flight))
-        return room
+    def _take(self, worker: WorkerHandle) -> list[Task]:
+        """Pop the tasks ``worker`` may take now, by strict priority (caller holds ``_lock``).
 
-    def _take(self, room: int, allow_alone: bool) -> list[Task]:
-        """Pop up to ``room`` live tasks by strict priority (caller holds ``_lock``)."""
+        Tiny tasks up to the depth of their kind; a task that is not tiny (slow,
+        unknown, or sent alone) only as the whole batch of an empty worker.
+        """
         batch: list[Task] = []
         queues = self._queues
+        durations = self._durations
+        held = len(worker.in_flight)
+        room = self._tasks_left(worker)
         while room > 0 and queues:
             task = queues.peek()
-            if task.alone and (batch or not allow_alone):
+            tiny = not task.alone and durations.is_tiny(task.kind)
+            if not tiny and (batch or held):
                 break  # it goes alone, to a worker with nothing else in flight
+            if tiny and held + len(batch) >= durations.depth(task.kind):
+                break
             queues.pop()
             if not _mark_running(task):
                 if task.cancel_counted:
@@ -929,9 +926,16 @@ class Supervisor:
                 continue
             batch.append(task)
             room -= 1
-            if task.alone:
+            if not tiny:
                 break
         return batch
+
+    def _tasks_left(self, worker: WorkerHandle) -> int:
+        """Tasks ``worker`` may still be sent before ``max_tasks_per_worker`` recycles it."""
+        max_tasks = self.config.max_tasks_per_worker
+        if max_tasks is None:
+            return PREFETCH_LIMIT
+        return min(PREFETCH_LIMIT, max_tasks - worker.tasks_done - len(worker.in_flight))
 
     def _dispatch_immediate(self) -> None:
         """``run_task`` calls go to idle reserved workers, else to temporary ones.

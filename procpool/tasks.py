@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -46,8 +46,9 @@ class TaskFuture(Future[T]):
         if not super().cancel():
             return False
         owner = self._owner() if self._owner is not None else None
-        if owner is not None and self._task is not None:
-            owner.on_cancelled(self._task)
+        task, self._task = self._task, None
+        if owner is not None and task is not None:
+            owner.on_cancelled(task)
         return True
 
 
@@ -73,6 +74,7 @@ class Task:
         "future",
         "id",
         "immediate",
+        "kind",
         "kwargs",
         "once",
         "priority",
@@ -96,6 +98,7 @@ class Task:
         timeout: float | None,
         immediate: bool,
         queued_at: float,
+        kind: Hashable = None,
     ) -> None:
         self.id = task_id
         self.fn = fn
@@ -107,6 +110,8 @@ class Task:
         self.timeout = timeout
         self.immediate = immediate
         self.queued_at = queued_at
+        #: what its duration is estimated by (procpool.policy.prefetch): its function
+        self.kind = kind if kind is not None else kind_of(fn)
         self.retries = 0
         #: send in a batch of its own (timed tasks, or to isolate an unreadable one)
         self.alone = timeout is not None
@@ -135,6 +140,7 @@ class Task:
             self.future.set_result(value)
         except InvalidStateError:
             pass  # cancelled or resolved by kill(): the first word stands
+        self.future._task = None  # no cycle: a dropped future frees its result at once
 
     def fail(self, error: BaseException) -> None:
         self.state = TaskState.DONE
@@ -143,6 +149,18 @@ class Task:
             self.future.set_exception(error)
         except InvalidStateError:
             pass
+        self.future._task = None
+
+
+def kind_of(fn: Callable[..., Any]) -> Hashable:
+    """What tasks of ``fn`` have in common for duration estimates: its module and name.
+
+    A name, not the function object, so that the estimate table keeps no
+    closure (or what it holds) alive.
+    """
+    target = getattr(fn, "func", fn)  # functools.partial: the function it wraps
+    name = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return (getattr(target, "__module__", None), name)
 
 
 def run_chunk(resource: Any, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:

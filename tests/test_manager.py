@@ -11,6 +11,7 @@ import pytest
 
 import procpool
 from procpool import Config, ResourceCreationError, ShutdownError, TaskManager
+from procpool.policy import prefetch
 from tests import tasks
 from tests.gate import Gate
 
@@ -98,7 +99,7 @@ def test_priority_jumps_a_deep_queue_of_tiny_tasks(tmp_path: Path) -> None:
         gate.open()
         blocker.result()
         position = urgent.result() - 2001  # tasks run since the blocker
-        assert position <= procpool.supervisor.PREFETCH_LIMIT + 1
+        assert position <= prefetch.PREFETCH_LIMIT + 1
         assert all(f.result() for f in normal)
 
 
