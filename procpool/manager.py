@@ -14,7 +14,7 @@ import itertools
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future
 from time import monotonic
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from procpool._log import logger
 from procpool.backends.base import Backend
 from procpool.config import Config, _check_seconds
+from procpool.mapping import TASKS_AHEAD_PER_WORKER, OrderedResults
 from procpool.metrics import Metrics
 from procpool.policy.restarts import RestartBreaker
 from procpool.supervisor import Stats, Supervisor, _live_supervisors
-from procpool.tasks import Task, TaskFuture, run_chunk
+from procpool.tasks import Task, TaskFuture, kind_of, run_chunk
 
 if TYPE_CHECKING:
     from procpool.procstats import StatsDumper
@@ -152,17 +153,35 @@ class TaskManager(Generic[R]):
     ) -> TaskFuture[T]:
         if not callable(fn):
             raise TypeError(f"a task must be callable, got {type(fn).__name__} {fn!r}")
-        if timeout is None:
-            timeout = self.config.task_timeout
-        else:
+        if timeout is not None:
             _check_seconds("timeout", timeout)
-        future: TaskFuture[T] = TaskFuture()
+        task = self._new_task(fn, args, kwargs, priority=priority, once=once, timeout=timeout,
+                              immediate=immediate)
+        self._supervisor.submit(task)
+        return task.future
+
+    def _new_task(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        priority: bool = False,
+        once: bool = False,
+        timeout: float | None = None,
+        immediate: bool = False,
+        queued_at: float | None = None,
+        kind: Hashable = None,
+    ) -> Task:
+        """A task and its future, ready to submit. ``timeout`` None: the Config's."""
+        future: TaskFuture[Any] = TaskFuture()
         task = Task(0, fn, args, kwargs, future, priority=priority, once=once,
-                    timeout=timeout, immediate=immediate, queued_at=monotonic())
+                    timeout=self.config.task_timeout if timeout is None else timeout,
+                    immediate=immediate,
+                    queued_at=monotonic() if queued_at is None else queued_at, kind=kind)
         future._task = task
         future._owner = self._owner
-        self._supervisor.submit(task)
-        return future
+        return task
 
     def map(
         self,
@@ -171,37 +190,40 @@ class TaskManager(Generic[R]):
         chunksize: int = 1,
         timeout: float | None = None,
     ) -> Iterator[T]:
-        """Like built-in ``map``, run on the pool: results in input order.
+        """Like built-in ``map``, run on the pool: results in input order, lazily.
 
-        Every item is queued at once (as ``concurrent.futures`` does);
-        ``chunksize > 1`` sends that many items per task, cutting per-task
-        overhead for small items. ``timeout`` bounds the wait for all results,
-        counted from this call. Leaving the loop early cancels what is queued.
+        The input is read as results are taken: at most about
+        ``TASKS_AHEAD_PER_WORKER`` (128) tasks per worker are submitted ahead
+        of the result being waited for, so an endless generator works in
+        constant memory. ``chunksize > 1`` sends that many items per task,
+        cutting per-task overhead for small items. An item's exception is
+        raised at that item. ``timeout`` bounds the wait for all results,
+        counted from this call. Leaving the loop early (or dropping the
+        iterator) cancels what is queued and reads no more input.
         """
         if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
+        deadline = None if timeout is None else monotonic() + timeout
         items = zip(*iterables)  # noqa: B905 -- like map(): stop at the shortest
-        futures: list[Future[Any]] = []
-        now = monotonic()
-        tasks = []
         if chunksize == 1:
-            calls: Iterable[tuple[Any, tuple[Any, ...]]] = ((fn, item) for item in items)
+            calls: Iterator[tuple[Any, tuple[Any, ...]]] = ((fn, item) for item in items)
         else:
             calls = (
                 (run_chunk, (fn, chunk))
                 for chunk in iter(lambda: list(itertools.islice(items, chunksize)), [])
             )
-        owner = self._owner
-        for call, call_args in calls:
-            future: TaskFuture[Any] = TaskFuture()
-            task = Task(0, call, call_args, {}, future, priority=False, once=False,
-                        timeout=self.config.task_timeout, immediate=False, queued_at=now)
-            future._task = task
-            future._owner = owner
-            tasks.append(task)
-            futures.append(future)
-        self._supervisor.submit_many(tasks)
-        return _ordered_results(futures, chunksize > 1, None if timeout is None else now + timeout)
+        kind = ("map chunk", kind_of(fn), chunksize)
+
+        def submit(count: int) -> list[Future[Any]]:
+            now = monotonic()
+            tasks = [self._new_task(call, call_args, {}, queued_at=now, kind=kind)
+                     for call, call_args in itertools.islice(calls, count)]
+            if tasks:
+                self._supervisor.submit_many(tasks)
+            return [task.future for task in tasks]
+
+        window = TASKS_AHEAD_PER_WORKER * self.config.effective_max_workers
+        return OrderedResults(submit, window, chunksize > 1, deadline)
 
     # -- asyncio ----------------------------------------------------------------
 
@@ -329,21 +351,6 @@ class TaskManager(Generic[R]):
     def stopped(self) -> bool:
         """True once every worker has exited after :meth:`stop` or :meth:`kill`."""
         return self._supervisor.finished
-
-
-def _ordered_results(
-    futures: list[Future[Any]], chunked: bool, deadline: float | None
-) -> Iterator[Any]:
-    try:
-        for future in futures:
-            remaining = None if deadline is None else max(0.0, deadline - monotonic())
-            if chunked:
-                yield from future.result(remaining)
-            else:
-                yield future.result(remaining)
-    finally:
-        for future in futures:
-            future.cancel()
 
 
 def _left(deadline: float | None) -> float | None:

@@ -337,9 +337,7 @@ class Supervisor:
         try:
             self._start_initial_workers()
             while not self._finished():
-                timeout = self._next_timeout()
-                for event in self._backend.wait(timeout):
-                    self._handle(event)
+                self._handle_all(self._backend.wait(self._next_timeout()))
                 now = monotonic()
                 self._flush_arrivals()
                 if self._state is _Lifecycle.KILLED:
@@ -419,6 +417,12 @@ class Supervisor:
 
     # -- events --------------------------------------------------------------
 
+    def _handle_all(self, events: list[Event]) -> None:
+        """Handle what the backend reported. A function of its own, so that no event
+        (a result, a big one maybe) stays referenced by the loop's frame after it."""
+        for event in events:
+            self._handle(event)
+
     def _handle(self, event: Event) -> None:
         worker = self._workers.get(event.worker_id)
         if worker is None:
@@ -486,21 +490,23 @@ class Supervisor:
             self._record_end(stamps, failed=True)
             task.fail(TaskPicklingError(
                 f"the result of {task.describe()} cannot be pickled: {outcome.value}"))
-        elif code in (wire.UNREADABLE_TASK, wire.UNREADABLE_RESULT):
-            self._isolate_or_fail(task, code, str(outcome.value), stamps)
+        elif code == wire.UNREADABLE_RESULT:  # it ran: fail it once, run nothing again
+            self._record_end(stamps, failed=True)
+            task.fail(TaskPicklingError(
+                f"the result of {task.describe()} could not be unpickled here: {outcome.value}"))
+        elif code == wire.UNREADABLE_TASK:
+            self._isolate_or_fail(task, str(outcome.value), stamps)
 
-    def _isolate_or_fail(self, task: Task, code: int, text: str, stamps: TaskStamps) -> None:
-        """A batch could not be unpickled: re-send its tasks one by one to find the bad one."""
+    def _isolate_or_fail(self, task: Task, text: str, stamps: TaskStamps) -> None:
+        """A batch could not be unpickled in the worker (nothing of it ran): re-send its
+        tasks one by one to find the bad one."""
         if not task.alone:
             task.alone = True
             self._requeue([task])
             return
         self._record_end(stamps, failed=True)
-        if code == wire.UNREADABLE_TASK:
-            what = f"{task.describe()} could not be unpickled in the worker: {text}"
-        else:
-            what = f"the result of {task.describe()} could not be unpickled here: {text}"
-        task.fail(TaskPicklingError(what))
+        task.fail(TaskPicklingError(
+            f"{task.describe()} could not be unpickled in the worker: {text}"))
 
     def _retry_or_fail(self, task: Task, error: BaseException, stamps: TaskStamps | None) -> None:
         """The task's worker broke under it (unhealthy or died): run it again if allowed.

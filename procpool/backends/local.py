@@ -67,7 +67,7 @@ class _LocalWorker:
 
     __slots__ = (
         "conn", "destroy_error", "held_fds", "kill_at", "pending_signal", "pid", "process",
-        "progress", "server", "worker_id",
+        "progress", "running_at_close", "server", "worker_id",
     )
 
     def __init__(self, worker_id: int, conn: Connection, progress: Any) -> None:
@@ -83,6 +83,9 @@ class _LocalWorker:
         self.pid: int | None = None
         self.destroy_error: str | None = None
         self.kill_at: float | None = None
+        #: the progress slot when its pipe closed: a task that closed the pipe itself
+        #: (``os.closerange``) is still named when the process dies later
+        self.running_at_close = 0
 
 
 class LocalBackend(Backend):
@@ -340,7 +343,7 @@ class LocalBackend(Backend):
         if worker.process is not None:
             worker.process.join(timeout=1.0)
             exitcode = worker.process.exitcode
-        task_id = int(worker.progress[0])
+        task_id = int(worker.progress[0]) or worker.running_at_close
         events.append(WorkerGone(worker.worker_id, exitcode, task_id or None, worker.destroy_error))
         self._forget(worker)
 
@@ -466,6 +469,7 @@ class LocalBackend(Backend):
         try:
             message = wire.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
+            worker.running_at_close = int(worker.progress[0])
             self._close_conn(worker)
             # The sentinel or the server's exit report tells the end, once the process
             # is gone; a worker whose server died has nobody to tell: this is its end.
@@ -507,18 +511,18 @@ def _split_picklable(
 
 
 def _decode_results(message: wire.Results) -> list[TaskOutcome]:
-    try:
-        items = wire.loads(message.payload)
-    except Exception as exc:
-        text = f"{type(exc).__qualname__}: {exc}"
-        items = [text] * len(message.task_ids)
-        outcomes: Sequence[int] = [wire.UNREADABLE_RESULT] * len(message.task_ids)
-    else:
-        outcomes = message.outcomes
+    """Read each task's result on its own: one that cannot be read fails only its task."""
     decoded = []
-    for task_id, outcome, (started, finished), item in zip(
-        message.task_ids, outcomes, message.times, items, strict=True
+    for task_id, sent_outcome, (started, finished), data in zip(
+        message.task_ids, message.outcomes, message.times, message.items, strict=True
     ):
+        outcome = sent_outcome
+        try:
+            item = wire.loads(data)
+        except BaseException as exc:  # a __setstate__ may raise anything
+            item = f"{type(exc).__qualname__}: {exc}"
+            outcome = wire.UNREADABLE_RESULT
+        del data
         value = _rebuild_exception(item) if outcome in _RAISED else item
         decoded.append(TaskOutcome(task_id, outcome, value, started, finished))
     return decoded

@@ -69,8 +69,9 @@ class Results(NamedTuple):
     outcomes: tuple[int, ...]
     #: ``(started, finished)`` monotonic seconds per task, read in the worker
     times: tuple[tuple[float, float], ...]
-    #: ``dumps([payload item, ...])``
-    payload: bytes
+    #: one pickled payload item per task: a result that cannot be read back
+    #: spoils only its own task, never the others of the message
+    items: tuple[bytes, ...]
 
 
 class Leaving(NamedTuple):

@@ -101,25 +101,22 @@ class _Outbox:
         self.last_flush = monotonic()
         if not self.ids:
             return
-        try:
-            body = wire.dumps_fast(self.items)
-        except BaseException:  # a result's __reduce__ may raise anything
-            body = wire.dumps_fast(self._replace_unpicklable())
-        message = wire.Results(tuple(self.ids), tuple(self.outcomes), tuple(self.times), body)
+        items = self._pickle_items()  # first: it may change outcomes
+        message = wire.Results(tuple(self.ids), tuple(self.outcomes), tuple(self.times), items)
         self.ids, self.outcomes, self.times, self.items = [], [], [], []
         self.conn.send_bytes(wire.dumps_fast(message))
 
-    def _replace_unpicklable(self) -> list[Any]:
-        """Find the results that cannot be pickled; send their errors instead."""
-        items = []
+    def _pickle_items(self) -> tuple[bytes, ...]:
+        """Each result on its own; one that cannot be pickled is replaced by its error."""
+        pickled = []
         for i, item in enumerate(self.items):
             try:
-                wire.dumps_fast(item)
-                items.append(item)
-            except BaseException as exc:
+                pickled.append(wire.dumps_fast(item))
+            except BaseException as exc:  # a result's __reduce__ may raise anything
                 self.outcomes[i] = wire.UNPICKLABLE_RESULT
-                items.append(f"{type(item).__module__}.{type(item).__qualname__}: {exc}")
-        return items
+                text = f"{type(item).__module__}.{type(item).__qualname__}: {exc}"
+                pickled.append(wire.dumps_fast(text))
+        return tuple(pickled)
 
 
 def _unhealthy_reason(

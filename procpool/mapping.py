@@ -1,0 +1,96 @@
+"""``TaskManager.map``'s result iterator: lazy, in order, with a bounded look-ahead.
+
+Like a conveyor belt with a fixed number of trays: the input is read only as
+trays come free, so a ten-million-item generator, or an endless one, costs
+constant memory, and a ``break`` stops reading it. At most ``window`` tasks
+are submitted and not yet yielded; when half of them have been yielded the
+belt is topped up in one submission (one lock, one wake-up), so workers stay
+fed while the caller consumes.
+
+Runs in the caller's thread (whoever iterates); the supervisor only sees the
+submissions.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from time import monotonic
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+#: Tasks submitted ahead per worker that can run them. Enough to refill every
+#: worker's prefetch twice over (throughput for tiny tasks); more only costs
+#: memory, fewer starves the workers while the caller is busy with a result.
+TASKS_AHEAD_PER_WORKER = 128
+
+
+class OrderedResults(Iterator[T], Generic[T]):
+    """Results of ``map`` in input order; see the module docstring.
+
+    ``submit(n)`` reads at most ``n`` more calls from the input, submits them
+    and returns their futures (fewer once the input ends). A failing item's
+    exception is raised where that item would be; then, as on ``close()``, on
+    leaving the loop early or when the iterator is dropped, the tasks still
+    queued are cancelled and the input is not read any further.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[int], list[Future[Any]]],
+        window: int,
+        chunked: bool,
+        deadline: float | None,
+    ) -> None:
+        self._submit: Callable[[int], list[Future[Any]]] | None = submit
+        self._window = max(1, window)
+        self._chunked = chunked
+        self._deadline = deadline
+        self._futures: deque[Future[Any]] = deque(submit(self._window))
+        self._chunk: deque[Any] = deque()
+
+    def __iter__(self) -> OrderedResults[T]:
+        return self
+
+    def __next__(self) -> T:
+        while not self._chunk:
+            if not self._futures:
+                self.close()
+                raise StopIteration
+            future = self._futures.popleft()
+            self._top_up()
+            try:
+                value = future.result(self._remaining())
+            except BaseException:
+                self.close()
+                raise
+            del future
+            if not self._chunked:
+                result: T = value
+                return result
+            self._chunk.extend(value)
+            del value
+        return self._chunk.popleft()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Cancel what is still queued and read no more input. Idempotent."""
+        self._submit = None
+        futures, self._futures = self._futures, deque()
+        for future in futures:
+            future.cancel()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _top_up(self) -> None:
+        if self._submit is None or len(self._futures) > self._window // 2:
+            return
+        more = self._submit(self._window - len(self._futures))
+        self._futures.extend(more)
+        if not more:
+            self._submit = None  # the input is exhausted
+
+    def _remaining(self) -> float | None:
+        return None if self._deadline is None else max(0.0, self._deadline - monotonic())
