@@ -341,11 +341,16 @@ class TaskManager(Generic[R]):
             return self._dumper
 
     def worker_pids(self) -> list[int]:
-        """Process ids of every worker process started and not yet gone, any role.
+        """Process ids of the pool's current workers, any role: those inside
+        ``on_create``, idle or busy, as the supervisor knows them now.
 
-        For monitoring (and for killing one on purpose to see the pool heal).
+        A worker that is leaving (recycled, retired, timed out, terminated, or
+        inside ``on_destroy``) is not one of them, even while its process still
+        runs: :meth:`dump_stats` lists every process. For monitoring, and for
+        killing a worker on purpose to see the pool heal.
         """
-        return [w.pid for w in self._supervisor.worker_handles() if w.pid is not None]
+        return [w.pid for w in self._supervisor.worker_handles()
+                if w.live and w.pid is not None]
 
     @property
     def stopped(self) -> bool:

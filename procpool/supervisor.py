@@ -1058,9 +1058,11 @@ class Supervisor:
 def _find_culprit(leftovers: list[Task], running: int | None) -> tuple[Task | None, str]:
     """Which task killed its worker, from the progress slot: ``(task, description)``.
 
-    A positive id was running. A negative one is the first task of a batch the
-    worker was still loading: a task sent alone is then the culprit; otherwise
-    every leftover is marked to be sent alone, so the next crash names it.
+    A positive id was running (or is the one task whose result could not be
+    sent). A negative one is the first task of a batch the worker was still
+    loading, or of several whose results could not be sent: a task sent alone
+    is then the culprit; otherwise every leftover is marked to be sent alone,
+    so the next crash names it.
     """
     if running is None:
         return None, ""
@@ -1069,7 +1071,7 @@ def _find_culprit(leftovers: list[Task], running: int | None) -> tuple[Task | No
         return task, task.describe() if task is not None else ""
     first = next((t for t in leftovers if t.id == -running), None)
     if first is not None and first.alone:
-        return first, f"{first.describe()}, while loading its arguments"
+        return first, f"{first.describe()}, while loading its arguments or sending its result"
     for task in leftovers:
         task.alone = True
     return None, ""

@@ -39,7 +39,7 @@ from types import FrameType
 from typing import Any, NamedTuple, NoReturn
 
 from procpool.backends import wire
-from procpool.backends.worker import worker_main
+from procpool.backends.worker import kill_process_group, worker_main
 
 #: Name of the server process (as multiprocessing knows it).
 SERVER_NAME = "procpool-fork-server"
@@ -348,22 +348,22 @@ class _Server:
             os._exit(code)
 
     def _reap(self) -> None:
-        while True:
+        while (pid := _exited_child()) is not None:
+            kill_process_group(pid)  # what its tasks started goes with it
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                _, status = os.waitpid(pid, 0)
             except ChildProcessError:
-                return
-            if pid == 0:
-                return
+                continue
             self.children.discard(pid)
             self._reply(Exited(pid, os.waitstatus_to_exitcode(status)))
 
     def _kill_children(self) -> None:
         for pid in self.children:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            if not kill_process_group(pid):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         for pid in self.children:
             try:
                 os.waitpid(pid, 0)
@@ -387,6 +387,16 @@ class _Server:
                 pass
         except BlockingIOError:
             pass
+
+
+def _exited_child() -> int | None:
+    """The pid of a child that exited, left unreaped (so its pid and group are still its
+    own); None when no child has exited."""
+    try:
+        info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None
+    return None if info is None else info.si_pid
 
 
 def _worker_entry(conn_fd: int, progress_fd: int, spec_bytes: bytes) -> None:

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import selectors
 import signal
+import weakref
 from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -42,7 +43,7 @@ from procpool.backends.base import (
     WorkerStarted,
 )
 from procpool.backends.forkserver import ForkServerClient
-from procpool.backends.worker import WorkerSpec, worker_main
+from procpool.backends.worker import WorkerSpec, kill_process_group, worker_main
 from procpool.errors import RemoteError, RemoteTraceback, TaskPicklingError
 
 #: Role of the fork server in :meth:`LocalBackend.helper_processes` (and in ``dump_stats``).
@@ -66,8 +67,8 @@ class _LocalWorker:
     """One worker: a ``process`` (fork, spawn) or a child of a fork ``server``."""
 
     __slots__ = (
-        "conn", "destroy_error", "held_fds", "kill_at", "pending_signal", "pid", "process",
-        "progress", "running_at_close", "server", "worker_id",
+        "conn", "destroy_error", "exit_fd", "held_fds", "kill_at", "pending_signal", "pid",
+        "process", "progress", "server", "worker_id",
     )
 
     def __init__(self, worker_id: int, conn: Connection, progress: Any) -> None:
@@ -75,6 +76,8 @@ class _LocalWorker:
         self.conn: Connection | None = conn
         self.progress = progress
         self.process: BaseProcess | None = None
+        #: readable once ``process`` exited: a pidfd where the OS has them, else its sentinel
+        self.exit_fd: int | None = None
         self.server: ForkServerClient | None = None
         #: fds sent to the server, closed once it answered (or died)
         self.held_fds: list[int] = []
@@ -83,9 +86,6 @@ class _LocalWorker:
         self.pid: int | None = None
         self.destroy_error: str | None = None
         self.kill_at: float | None = None
-        #: the progress slot when its pipe closed: a task that closed the pipe itself
-        #: (``os.closerange``) is still named when the process dies later
-        self.running_at_close = 0
 
 
 class LocalBackend(Backend):
@@ -108,6 +108,7 @@ class LocalBackend(Backend):
         #: forkserver only: worker ids waiting for a free start slot, oldest first
         self._start_backlog: deque[int] = deque()
         self._starts_in_flight = 0
+        _live_backends.add(self)
 
     # -- starting and stopping ---------------------------------------------
 
@@ -140,9 +141,10 @@ class LocalBackend(Backend):
         close_fds: tuple[int, ...] = ()
         if self._start_method == "fork":
             # A forked child copies every fd: it must drop the supervisor's end of
-            # its own pipe *and of every other worker's*, or that worker never
-            # sees its pipe close when the supervisor dies (see worker.py).
-            others = (w.conn.fileno() for w in self._workers.values() if w.conn is not None)
+            # its own pipe *and of every other worker's, in every pool of this
+            # process*, or that worker never sees its pipe close when the
+            # supervisor dies (see worker.py) until this one exits too.
+            others = (fd for backend in list(_live_backends) for fd in backend._lifeline_fds())
             close_fds = (parent_conn.fileno(), *others)
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_main,
@@ -160,9 +162,10 @@ class LocalBackend(Backend):
         worker.process = process
         worker.pid = process.pid
         self._workers[worker_id] = worker
-        self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
-        self._selector.register(process.sentinel, selectors.EVENT_READ, (_SENTINEL, worker))
         assert process.pid is not None
+        worker.exit_fd = _exit_fd(process)
+        self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
+        self._selector.register(worker.exit_fd, selectors.EVENT_READ, (_SENTINEL, worker))
         self._pending.append(WorkerStarted(worker_id, process.pid))
 
     def _start_from_server(self, worker_id: int) -> None:
@@ -235,10 +238,28 @@ class LocalBackend(Backend):
             self._start_backlog.remove(worker_id)
             self._pending.append(WorkerGone(worker_id, None, None, None))
 
+    def _lifeline_fds(self) -> list[int]:
+        """This process's ends of the connections whose close tells a child that its
+        supervisor is gone. Any thread may call it (a fork start in another pool)."""
+        conns = [w.conn for w in list(self._workers.values())]
+        server = self._server
+        if server is not None:
+            conns.append(server.conn)
+        fds = []
+        for conn in conns:
+            try:
+                if conn is not None:
+                    fds.append(conn.fileno())
+            except OSError:
+                pass  # closed meanwhile by its own supervisor thread
+        return fds
+
     def close(self) -> None:
+        _live_backends.discard(self)
         self._start_backlog.clear()
         for worker in self._workers.values():
-            self._signal(worker, signal.SIGKILL)
+            if worker.process is None or not kill_process_group(worker.pid):
+                self._signal(worker, signal.SIGKILL)
         for worker in list(self._workers.values()):
             if worker.process is not None:
                 worker.process.join()
@@ -322,7 +343,7 @@ class LocalBackend(Backend):
                 if source.alive:
                     self._read_server(source, events)
             elif source.worker_id in self._workers:
-                self._on_exit(source, source.process.exitcode, events)
+                self._on_exit(source, None, events)  # its exit code is read once reaped
         if kill_due:
             now = monotonic()
             for worker in self._workers.values():
@@ -341,9 +362,10 @@ class LocalBackend(Backend):
         while worker.conn is not None and self._conn_has_data(worker.conn):
             self._read_one(worker, events)
         if worker.process is not None:
+            kill_process_group(worker.pid)  # exited, not reaped: its pid is still its own
             worker.process.join(timeout=1.0)
             exitcode = worker.process.exitcode
-        task_id = int(worker.progress[0]) or worker.running_at_close
+        task_id = int(worker.progress[0])
         events.append(WorkerGone(worker.worker_id, exitcode, task_id or None, worker.destroy_error))
         self._forget(worker)
 
@@ -431,10 +453,14 @@ class LocalBackend(Backend):
         process = worker.process
         if process is None:
             return
-        try:
-            self._selector.unregister(process.sentinel)
-        except (KeyError, ValueError):
-            pass
+        if worker.exit_fd is not None:
+            try:
+                self._selector.unregister(worker.exit_fd)
+            except (KeyError, ValueError):
+                pass
+            if worker.exit_fd != process.sentinel:
+                os.close(worker.exit_fd)
+            worker.exit_fd = None
         try:
             process.close()
         except ValueError:
@@ -469,7 +495,6 @@ class LocalBackend(Backend):
         try:
             message = wire.loads(worker.conn.recv_bytes())
         except (EOFError, OSError):
-            worker.running_at_close = int(worker.progress[0])
             self._close_conn(worker)
             # The sentinel or the server's exit report tells the end, once the process
             # is gone; a worker whose server died has nobody to tell: this is its end.
@@ -490,6 +515,23 @@ class LocalBackend(Backend):
             worker.destroy_error = message.destroy_error
         elif kind is wire.CreateFailed:
             events.append(WorkerCreateFailed(wid, message.message, message.traceback_text))
+
+
+def _exit_fd(process: BaseProcess) -> int:
+    """An fd that becomes readable when ``process`` exits.
+
+    A pidfd (Linux 5.3+) where there is one: multiprocessing's sentinel is a
+    pipe that the worker's own children inherit (a task's ``os.fork()``), and
+    it would not close while they live; a pidfd reports the worker's exit alone.
+    """
+    try:
+        return os.pidfd_open(process.pid)  # type: ignore[arg-type]
+    except (AttributeError, OSError):
+        return process.sentinel
+
+
+#: Local backends not yet closed, for the fds a ``fork`` child must drop.
+_live_backends: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
 
 
 def _split_picklable(

@@ -4,6 +4,12 @@ Everything here runs *in the worker process*. The loop is deliberately
 plain: receive a batch, run its tasks in order, send results back in
 batches, and leave on the sentinel, on an unhealthy error or when recycled.
 
+Each worker leads a process group of its own, so that what its tasks start
+(``subprocess.Popen``, ``os.fork``) can be killed with it: whoever sees the
+worker end kills that group (:func:`kill_process_group`) before the worker's
+pid can be reused. A process a task starts in a session of its own
+(``start_new_session=True``) is not in the group, and is left alone.
+
 Two things make crashes explainable to the supervisor:
 
 * a shared two-slot array (``progress``) holds the id and start time of the
@@ -64,10 +70,29 @@ def _watch_supervisor(conn: Connection, exiting: threading.Event) -> None:
     poller.register(conn.fileno(), select.POLLRDHUP)
     while True:
         events = poller.poll()
-        if any(mask & (select.POLLRDHUP | select.POLLHUP | select.POLLERR) for _, mask in events):
+        gone = select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL
+        if any(mask & gone for _, mask in events):  # NVAL: a task closed the pipe's fd
             break
     exiting.wait(ORPHAN_GRACE_SECONDS)
+    # Nobody is left to clean up after this worker: its tasks' processes go with it
+    # (the group includes this process, so this is the worker's last act).
+    kill_process_group(os.getpid())
     os._exit(EXIT_ORPHANED)
+
+
+def kill_process_group(pid: int | None) -> bool:
+    """SIGKILL the process group that worker ``pid`` leads; False if there is none.
+
+    Call it once the worker has exited but before it is reaped (its pid cannot
+    be reused then), or to kill a live worker together with its group.
+    """
+    if pid is None:
+        return False
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _error_report(exc: BaseException) -> wire.ErrorReport:
@@ -81,10 +106,18 @@ def _error_report(exc: BaseException) -> wire.ErrorReport:
 
 
 class _Outbox:
-    """Finished results not yet sent, flushed as one :class:`wire.Results`."""
+    """Finished results not yet sent, flushed as one :class:`wire.Results`.
 
-    def __init__(self, conn: Connection) -> None:
+    If sending fails, the pipe broke under a task that ran since the last
+    flush (one that closed the worker's fds, say): before the worker leaves,
+    the progress slot names it, as if it were still running: the one task
+    unsent, or, negated, the first of several (the supervisor then sends
+    them one by one, so the next failure names the culprit).
+    """
+
+    def __init__(self, conn: Connection, progress: Any) -> None:
         self.conn = conn
+        self.progress = progress
         self.ids: list[int] = []
         self.outcomes: list[int] = []
         self.times: list[tuple[float, float]] = []
@@ -103,8 +136,13 @@ class _Outbox:
             return
         items = self._pickle_items()  # first: it may change outcomes
         message = wire.Results(tuple(self.ids), tuple(self.outcomes), tuple(self.times), items)
+        ids = self.ids
         self.ids, self.outcomes, self.times, self.items = [], [], [], []
-        self.conn.send_bytes(wire.dumps_fast(message))
+        try:
+            self.conn.send_bytes(wire.dumps_fast(message))
+        except OSError:
+            self.progress[0] = ids[0] if len(ids) == 1 else -ids[0]
+            raise
 
     def _pickle_items(self) -> tuple[bytes, ...]:
         """Each result on its own; one that cannot be pickled is replaced by its error."""
@@ -134,7 +172,7 @@ def _unhealthy_reason(
 def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> str | None:
     """Run tasks until told to leave. Returns why the worker leaves on its own."""
     pending: deque[tuple[int, Any, tuple[Any, ...], dict[str, Any]]] = deque()
-    outbox = _Outbox(conn)
+    outbox = _Outbox(conn, progress)
     rss_reader = _rss_reader() if spec.max_memory else None
     max_memory = spec.max_memory or 0
     tasks_done = 0
@@ -223,7 +261,14 @@ def worker_main(
     process; holding them would keep those pipes open after the supervisor dies.
     """
     for fd in close_fds:
-        os.close(fd)
+        try:
+            os.close(fd)
+        except OSError:
+            pass  # closed by its pool between the listing and the fork
+    try:
+        os.setpgid(0, 0)  # a group of its own: see the module docstring
+    except OSError:
+        pass
     # Ctrl-C in a terminal reaches the whole process group: let the caller's
     # process decide what happens, instead of every task dying mid-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
