@@ -26,27 +26,13 @@ from procpool.mapping import TASKS_AHEAD_PER_WORKER, OrderedResults
 from procpool.metrics import Metrics
 from procpool.policy.restarts import RestartBreaker
 from procpool.supervisor import Stats, Supervisor, _live_supervisors
-from procpool.tasks import Task, TaskFuture, kind_of, run_chunk
+from procpool.tasks import Task, TaskFuture, TaskOwner, kind_of, run_chunk
 
 if TYPE_CHECKING:
     from procpool.procstats import StatsDumper
 
 R = TypeVar("R")
 T = TypeVar("T")
-
-
-def _make_backend(config: Config[Any]) -> Backend:
-    from procpool.backends.local import LocalBackend
-    from procpool.backends.worker import WorkerSpec
-
-    spec = WorkerSpec(
-        on_create=config.on_create,
-        on_destroy=config.on_destroy,
-        check_health=config.check_health,
-        max_tasks=config.max_tasks_per_worker,
-        max_memory=config.max_memory_per_worker,
-    )
-    return LocalBackend(spec, config.effective_start_method)
 
 
 class TaskManager(Generic[R]):
@@ -58,6 +44,10 @@ class TaskManager(Generic[R]):
     ready, and raises :class:`~procpool.ResourceCreationError` (leaving no
     process behind) if any ``on_create`` fails.
 
+    ``backend`` says where workers run: None is this machine
+    (:class:`procpool.backends.LocalBackend`); any
+    :class:`procpool.backends.Backend` may take its place.
+
     Use it as a context manager: ``__exit__`` calls :meth:`stop`, which runs
     every queued task first. It is *not* a thread pool: tasks run in other
     processes, so they receive copies of their arguments.
@@ -67,13 +57,19 @@ class TaskManager(Generic[R]):
         self,
         config: Config[R],
         *,
-        _backend: Backend | None = None,
+        backend: Backend | None = None,
         _breaker: RestartBreaker | None = None,
     ) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"TaskManager needs a procpool.Config, got {type(config).__name__}")
+        if backend is not None and not isinstance(backend, Backend):
+            raise TypeError(f"TaskManager(backend=) needs a procpool.backends.Backend,"
+                            f" got {type(backend).__name__}")
         self.config = config
-        backend = _backend if _backend is not None else _make_backend(config)
+        if backend is None:
+            from procpool.backends.local import LocalBackend
+
+            backend = LocalBackend()
         self._supervisor = Supervisor(config, backend, _breaker)
         self._dumper: StatsDumper | None = None
         self._dumper_lock = threading.Lock()
@@ -83,7 +79,8 @@ class TaskManager(Generic[R]):
                 functools.partial(self._stats_dumper().write, config.stats_dump_path)
             )
         _live_supervisors.add(self._supervisor)
-        self._owner = weakref.ref(self._supervisor)  # what each TaskFuture reports cancels to
+        # What each TaskFuture reports cancels and hands callbacks to.
+        self._owner: weakref.ref[TaskOwner] = weakref.ref(self._supervisor)
         self._supervisor.start()
         # A manager the caller forgot still drains and exits: the supervisor
         # thread holds no reference to this facade, only to the supervisor.

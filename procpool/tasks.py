@@ -7,12 +7,19 @@ import functools
 import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError
-from typing import TYPE_CHECKING, Any, TypeVar
-
-if TYPE_CHECKING:
-    from procpool.supervisor import Supervisor
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
+
+
+class TaskOwner(Protocol):
+    """What a future needs of the pool that runs its task (the supervisor)."""
+
+    def on_cancelled(self, task: Task) -> None:
+        """The queued ``task`` was cancelled: stop counting it."""
+
+    def run_callback(self, fn: Callable[[Future[Any]], object], future: Future[Any]) -> None:
+        """Run a done-callback of ``future``, off the pool's own thread."""
 
 
 class TaskState(enum.Enum):
@@ -29,7 +36,7 @@ class TaskFuture(Future[T]):
     """
 
     _task: Task | None = None
-    _owner: weakref.ref[Supervisor] | None = None
+    _owner: weakref.ref[TaskOwner] | None = None
 
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
         """As :meth:`concurrent.futures.Future.add_done_callback`, but when the pool
@@ -53,13 +60,13 @@ class TaskFuture(Future[T]):
 
 
 def _call_back(
-    owner: weakref.ref[Supervisor], fn: Callable[[Future[Any]], object], future: Future[Any]
+    owner: weakref.ref[TaskOwner], fn: Callable[[Future[Any]], object], future: Future[Any]
 ) -> None:
-    supervisor = owner()
-    if supervisor is not None and supervisor.on_own_thread:
-        supervisor.callbacks.defer(fn, future)
-    else:
+    pool = owner()
+    if pool is None:
         fn(future)
+    else:
+        pool.run_callback(fn, future)
 
 
 class Task:

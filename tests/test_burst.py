@@ -24,7 +24,7 @@ import pytest
 from loguru import logger
 
 from procpool import Config, Stats, TaskManager
-from procpool.supervisor import Supervisor, _cooldown_ticks
+from procpool.supervisor import Supervisor, cooldown_ticks
 from tests import burst_tasks, tasks
 
 ROOT = Path(__file__).parent.parent
@@ -252,12 +252,13 @@ def test_a_slow_on_create_never_lets_the_pool_exceed_max_worker_count(tmp_path: 
 def test_burst_cooldown_is_counted_in_ticks_and_never_shorter_than_a_start_up(
     cooldown: float, interval: float, start: float | None, ticks: int
 ) -> None:
-    assert _cooldown_ticks(cooldown, interval, start) == ticks
+    assert cooldown_ticks(cooldown, interval, start) == ticks
     config = Config(on_create=tasks.make_plain, worker_count=2, max_worker_count=4,
                     burst_interval=interval, burst_cooldown=cooldown)
     supervisor = Supervisor(config, cast(Any, None))  # not started: no process, no thread
-    assert supervisor._burst.enabled
-    assert supervisor._burst.cooldown_ticks == _cooldown_ticks(cooldown, interval, None)
+    controller = supervisor._bursting.controller
+    assert controller.enabled
+    assert controller.cooldown_ticks == cooldown_ticks(cooldown, interval, None)
 
 
 def test_burst_cooldown_is_checked() -> None:

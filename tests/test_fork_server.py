@@ -24,7 +24,6 @@ from procpool import Config, TaskManager, WorkerCrashedError
 from procpool.backends import local
 from procpool.backends.base import Event, WorkerCreateFailed, WorkerGone, WorkerReady
 from procpool.backends.local import LocalBackend
-from procpool.backends.worker import WorkerSpec
 from tests import fork_server_tasks as fst
 from tests import tasks
 from tests.gate import Gate
@@ -211,7 +210,9 @@ def test_closing_the_pool_leaves_neither_workers_nor_server() -> None:
 
 
 def new_backend() -> LocalBackend:
-    return LocalBackend(WorkerSpec(tasks.make_plain, None, None, None, None), "forkserver")
+    backend = LocalBackend("forkserver")
+    backend.open(Config(on_create=tasks.make_plain))
+    return backend
 
 
 @pytest.fixture

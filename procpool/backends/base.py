@@ -1,18 +1,19 @@
 """The narrow mechanism the supervisor drives: start, send, hear, retire.
 
 A backend knows how to run worker processes somewhere (local processes, a
-Dask cluster) and nothing about policy. The supervisor thread is its only
-caller, except :meth:`Backend.wake`, which any thread may call.
-
-Events flow back through :meth:`Backend.wait`, which blocks until something
-happens or the timeout passes.
+Dask cluster) and nothing about policy. Pass one to
+``TaskManager(config, backend=...)``; :class:`Backend` says what every
+backend must guarantee, and ``tests/backends/`` checks it.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+if TYPE_CHECKING:
+    from procpool.config import Config
 
 
 class TaskSpec(NamedTuple):
@@ -86,46 +87,95 @@ Event = (
 
 
 class Backend(ABC):
-    """Runs workers. Supervisor thread only, except :meth:`wake`."""
+    """Where workers run: the narrow mechanism the supervisor drives.
+
+    A backend starts workers, sends them tasks, reports what they say and
+    when they end, and asks them to leave; it decides nothing (no queues, no
+    retries, no burst policy). One instance serves one pool.
+
+    **Threads.** Every method is called from the pool's supervisor thread
+    only, except :meth:`open` (the thread building the manager, before the
+    supervisor thread starts), :meth:`wake` (any thread) and
+    :meth:`helper_processes` (any thread, for monitoring). So a backend needs
+    no locks beyond what :meth:`wake` touches.
+
+    **Events.** What happens reaches the supervisor as events returned by
+    :meth:`wait`: for each ``start_worker(worker_id)``, in this order,
+    :class:`WorkerStarted` (optional but recommended: ``create_timeout``
+    counts from it), then :class:`WorkerReady` or :class:`WorkerCreateFailed`,
+    any number of :class:`WorkerResults` and at most one
+    :class:`WorkerLeaving`, and finally exactly one :class:`WorkerGone`, after
+    which the id is never mentioned again. Every worker started ends in
+    :class:`WorkerGone`, whatever happens (a failed start, a crash, a kill).
+
+    **Workers.** A worker calls ``config.on_create()`` once, runs the tasks
+    it is sent in order as ``fn(resource, *args, **kwargs)``, reports each
+    outcome (see :class:`TaskOutcome`), and on :meth:`retire` finishes what
+    it holds, calls ``on_destroy`` and exits.
+    """
+
+    def open(self, config: Config[Any]) -> None:  # noqa: B027 -- optional hook
+        """Take the pool's config (hooks, start method, sizes) before the first start.
+
+        Called once, from the thread that builds the manager, before the
+        supervisor thread starts. An exception here (a hook that cannot be
+        pickled, a cluster that cannot be reached) propagates from the
+        manager's constructor as it is.
+        """
 
     @abstractmethod
     def start_worker(self, worker_id: int) -> None:
-        """Begin starting a worker; never blocks on the worker.
+        """Begin starting a worker; must not block on the worker itself.
 
-        :class:`WorkerStarted`, then :class:`WorkerReady` or
-        :class:`WorkerCreateFailed` follow; a process that could not even be
-        started is reported as :class:`WorkerCreateFailed` (and
-        :class:`WorkerGone`), never raised."""
+        A process that could not even be started is reported as
+        :class:`WorkerCreateFailed` then :class:`WorkerGone`, never raised.
+        """
 
     @abstractmethod
     def send(self, worker_id: int, tasks: Sequence[TaskSpec]) -> list[tuple[int, BaseException]]:
-        """Send tasks to run in order. Returns ``(task_id, error)`` for tasks
-        that could not be serialized (whatever the serializer raised, even a
-        ``BaseException``); the others were sent."""
+        """Send tasks to run in order, behind what the worker already holds.
+
+        Returns ``(task_id, error)`` for each task that could not be
+        serialized (whatever the serializer raised, even a ``BaseException``):
+        those were not sent and will never be reported; all others were, and
+        each gets exactly one outcome in a :class:`WorkerResults`, unless the
+        worker leaves or dies first.
+        """
 
     @abstractmethod
     def retire(self, worker_id: int) -> None:
-        """Send the graceful-exit sentinel: finish what you have, then leave."""
+        """The graceful-exit sentinel: finish what you hold, run ``on_destroy``, leave."""
 
     @abstractmethod
     def terminate(self, worker_id: int, grace: float = ...) -> None:
-        """Stop the worker now: terminate, then kill after ``grace`` seconds (0: kill now)."""
+        """Stop the worker now: terminate, then kill after ``grace`` seconds (0: kill now).
+
+        Also for a worker still starting. Its end is reported as :class:`WorkerGone`.
+        """
 
     @abstractmethod
     def running_task(self, worker_id: int) -> tuple[int, float] | None:
-        """``(task_id, started)`` of the task the worker runs now, if known."""
+        """``(task_id, started)`` of the task the worker runs now, if known.
+
+        ``started`` is ``time.monotonic()`` seconds, comparable with the
+        caller's clock (task timeouts count from it).
+        """
 
     @abstractmethod
     def pid(self, worker_id: int) -> int | None:
-        """The worker's process id, once known."""
+        """The worker's process id, once known (None for a remote worker)."""
 
     @abstractmethod
     def wait(self, timeout: float | None) -> list[Event]:
-        """Block until events arrive, :meth:`wake` is called, or ``timeout`` passes."""
+        """Block until events arrive, :meth:`wake` is called, or ``timeout`` passes.
+
+        ``None`` waits without limit; it must still return on :meth:`wake`.
+        Returns the events in the order they happened for each worker.
+        """
 
     @abstractmethod
     def wake(self) -> None:
-        """Make a blocked :meth:`wait` return. Any thread may call it."""
+        """Make a blocked (or the next) :meth:`wait` return soon. Any thread; never blocks."""
 
     def helper_processes(self) -> dict[str, int]:
         """``role -> pid`` of processes the backend runs besides workers (a fork server).
@@ -136,4 +186,7 @@ class Backend(ABC):
 
     @abstractmethod
     def close(self) -> None:
-        """Release what the backend holds. Workers must already be gone or killed."""
+        """Release everything: kill what still runs, leave no process behind.
+
+        Called once, last, on the supervisor thread.
+        """

@@ -44,6 +44,7 @@ from procpool.backends.base import (
 )
 from procpool.backends.forkserver import ForkServerClient
 from procpool.backends.worker import WorkerSpec, kill_process_group, worker_main
+from procpool.config import Config
 from procpool.errors import RemoteError, RemoteTraceback, TaskPicklingError
 
 #: Role of the fork server in :meth:`LocalBackend.helper_processes` (and in ``dump_stats``).
@@ -89,12 +90,16 @@ class _LocalWorker:
 
 
 class LocalBackend(Backend):
-    """Worker processes on this machine, started with a multiprocessing context."""
+    """Worker processes on this machine: the default backend.
 
-    def __init__(self, spec: WorkerSpec, start_method: str) -> None:
-        self._ctx = multiprocessing.get_context(start_method)
-        self._start_method = start_method
-        self._spec_bytes = wire.dumps(spec)
+    ``start_method`` (``"fork"``, ``"forkserver"`` or ``"spawn"``) overrides
+    ``Config.start_method``; None takes the Config's (or the platform default).
+    """
+
+    def __init__(self, start_method: str | None = None) -> None:
+        self._start_method = start_method or ""
+        self._ctx: Any = None
+        self._spec_bytes = b""
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -111,6 +116,17 @@ class LocalBackend(Backend):
         _live_backends.add(self)
 
     # -- starting and stopping ---------------------------------------------
+
+    def open(self, config: Config[Any]) -> None:
+        self._start_method = self._start_method or config.effective_start_method
+        self._ctx = multiprocessing.get_context(self._start_method)
+        self._spec_bytes = wire.dumps(WorkerSpec(
+            on_create=config.on_create,
+            on_destroy=config.on_destroy,
+            check_health=config.check_health,
+            max_tasks=config.max_tasks_per_worker,
+            max_memory=config.max_memory_per_worker,
+        ))
 
     def start_worker(self, worker_id: int) -> None:
         if self._start_method != "forkserver":
@@ -146,7 +162,7 @@ class LocalBackend(Backend):
             # supervisor dies (see worker.py) until this one exits too.
             others = (fd for backend in list(_live_backends) for fd in backend._lifeline_fds())
             close_fds = (parent_conn.fileno(), *others)
-        process = self._ctx.Process(  # type: ignore[attr-defined]
+        process = self._ctx.Process(
             target=worker_main,
             args=(child_conn, self._spec_bytes, progress, close_fds),
             name=f"procpool-worker-{worker_id}",

@@ -1,0 +1,190 @@
+"""Dispatch: queued tasks to hungry workers by strict priority, ``run_task`` calls to
+reserved and temporary workers. Supervisor thread only.
+
+How many tasks a worker may hold follows the kind of task at hand
+(:mod:`procpool.policy.prefetch`): tiny ones travel in batches that cover
+about a millisecond of work; a task that takes a millisecond or more, or
+whose kind was never seen, goes alone to a worker holding nothing, so such
+tasks spread over every idle worker and a priority task never waits behind
+more than one running task per worker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from time import monotonic
+
+from procpool.backends.base import Backend, TaskSpec
+from procpool.metrics import TaskStamps
+from procpool.policy.prefetch import PREFETCH_LIMIT
+from procpool.supervisor.state import PoolState, mark_running
+from procpool.tasks import Task, TaskState
+from procpool.workers import WorkerHandle, WorkerRole, WorkerState
+
+
+class Dispatcher:
+    """Owns the decision of what each worker is sent, and the sending itself."""
+
+    def __init__(
+        self,
+        state: PoolState,
+        backend: Backend,
+        start_worker: Callable[[WorkerRole], WorkerHandle],
+    ) -> None:
+        self._state = state
+        self._backend = backend
+        self._start_worker = start_worker
+
+    def dispatch(self) -> None:
+        """Send what the queues hold to the workers that may take it.
+
+        A worker holding tiny tasks is hungry below half its depth: topping it
+        up only then turns a stream of single submissions into batches, while
+        the half it still holds keeps it busy during the round trip.
+
+        Hunger is judged on what a worker really holds *after* sending: a task
+        that cannot be pickled fails its future and is not held, so the worker
+        it was meant for is still hungry and gets the next tasks in the same
+        pass. Passes repeat while they place tasks and the queue is not empty.
+        """
+        self._dispatch_immediate()
+        state = self._state
+        while True:
+            placed = False
+            for worker in self._hungry_workers():
+                with state.lock:
+                    batch = self._take(worker)
+                if batch:
+                    placed = True
+                    self.send(worker, batch)
+            with state.lock:
+                if state.queues and placed:
+                    continue
+                # Read with the queue under the same lock: a submission either
+                # sees this flag set, or it is in the queue this check looked at.
+                state.wants_work = not state.queues and bool(self._hungry_workers())
+                return
+
+    def serve_immediate(self, worker: WorkerHandle) -> bool:
+        """Send the oldest live ``run_task`` call to ``worker``; False if none is waiting."""
+        while True:
+            with self._state.lock:
+                task = self._state.pop_immediate()
+            if task is None:
+                return False
+            self.send(worker, [task])
+            if worker.in_flight:
+                return True  # else it could not be pickled (its future failed): next one
+
+    def send(self, worker: WorkerHandle, batch: list[Task]) -> None:
+        """Hand ``batch`` to ``worker``; a task that cannot be pickled fails here alone."""
+        for task in batch:
+            task.state = TaskState.SENT
+        worker.in_flight.extend(batch)
+        if worker.state is WorkerState.IDLE:
+            worker.move(WorkerState.BUSY)
+        specs = [TaskSpec(t.id, t.fn, t.args, t.kwargs) for t in batch]
+        for task_id, error in self._backend.send(worker.id, specs):
+            rejected = take_in_flight(worker, task_id)
+            if rejected is not None:
+                now = monotonic()
+                self._state.records.end(TaskStamps(rejected.queued_at, now, now), failed=True)
+                rejected.fail(error)
+        if worker.state is WorkerState.BUSY and not worker.in_flight:
+            worker.move(WorkerState.IDLE)
+
+    # -- queued tasks ---------------------------------------------------------------
+
+    def _hungry_workers(self) -> list[WorkerHandle]:
+        """Ready pool workers that may take more now, emptiest first."""
+        durations = self._state.durations
+        hungry = []
+        for worker in self._state.pool_workers():
+            if not worker.ready:
+                continue
+            held = worker.in_flight
+            if held:
+                last = held[-1]
+                if last.alone or not durations.is_tiny(last.kind):
+                    continue
+                if len(held) >= max(1, durations.depth(last.kind) // 2):
+                    continue
+            hungry.append(worker)
+        hungry.sort(key=lambda w: len(w.in_flight))
+        return hungry
+
+    def _take(self, worker: WorkerHandle) -> list[Task]:
+        """Pop the tasks ``worker`` may take now, by strict priority (caller holds ``lock``).
+
+        Tiny tasks up to the depth of their kind; a task that is not tiny (slow,
+        unknown, or sent alone) only as the whole batch of an empty worker.
+        """
+        state = self._state
+        batch: list[Task] = []
+        queues = state.queues
+        durations = state.durations
+        held = len(worker.in_flight)
+        room = self._tasks_left(worker)
+        while room > 0 and queues:
+            task = queues.peek()
+            tiny = not task.alone and durations.is_tiny(task.kind)
+            if not tiny and (batch or held):
+                break  # it goes alone, to a worker with nothing else in flight
+            if tiny and held + len(batch) >= durations.depth(task.kind):
+                break
+            queues.pop()
+            if not mark_running(task):
+                if task.cancel_counted:
+                    state.cancelled[task.priority] -= 1
+                task.state = TaskState.DONE
+                continue
+            batch.append(task)
+            room -= 1
+            if not tiny:
+                break
+        return batch
+
+    def _tasks_left(self, worker: WorkerHandle) -> int:
+        """Tasks ``worker`` may still be sent before ``max_tasks_per_worker`` recycles it."""
+        max_tasks = self._state.config.max_tasks_per_worker
+        if max_tasks is None:
+            return PREFETCH_LIMIT
+        return min(PREFETCH_LIMIT, max_tasks - worker.tasks_done - len(worker.in_flight))
+
+    # -- run_task -----------------------------------------------------------------------
+
+    def _dispatch_immediate(self) -> None:
+        """``run_task`` calls go to idle reserved workers, else to temporary ones.
+
+        At most ``max_worker_count`` temporary workers live at once; further
+        calls wait in their own line, ahead of every queued task, for the first
+        reserved or temporary worker that frees up (a temporary worker that
+        finishes takes the next call instead of leaving).
+        """
+        state = self._state
+        if not state.immediate:
+            return
+        for worker in list(state.workers.values()):
+            idle_reserved = worker.role is WorkerRole.RESERVED and worker.state is WorkerState.IDLE
+            if idle_reserved and not self.serve_immediate(worker):
+                return  # the line is empty
+        # Leaving ones count too: their processes (inside on_destroy) still run.
+        temporaries = [w for w in state.workers.values() if w.role is WorkerRole.TEMPORARY]
+        starting = sum(1 for w in temporaries if w.state is WorkerState.STARTING)
+        with state.lock:
+            waiting = len(state.immediate)
+        room = state.config.effective_max_workers - len(temporaries)
+        for _ in range(min(waiting - starting, room)):
+            self._start_worker(WorkerRole.TEMPORARY)
+
+
+def take_in_flight(worker: WorkerHandle, task_id: int) -> Task | None:
+    """Remove and return the task ``task_id`` that ``worker`` holds, if it does."""
+    in_flight = worker.in_flight
+    if in_flight and in_flight[0].id == task_id:
+        return in_flight.popleft()
+    for task in in_flight:
+        if task.id == task_id:
+            in_flight.remove(task)
+            return task
+    return None

@@ -1,0 +1,346 @@
+"""The supervisor's loop: the thread, the lifecycle, and the public face the manager uses.
+
+Data flow (local backend)::
+
+    caller threads                 supervisor thread                    worker processes
+    --------------                 -----------------                    ----------------
+    submit() ─▶ [PoolState.lock]   loop: backend.wait(pipes, exits,     on_create()
+      queues (priority, normal) ─▶       wake-up pipe)       ◀───────── Started / Ready /
+      run_task line                handle events:                       Results / Leaving
+      wake() ── wake-up pipe ──▶     recovery: results → futures,         / Gone
+                                       crashes → retries, re-queues
+    stats(), metrics(): a            fleet: ready, failed creates,
+      snapshot under the lock          replacements, hook timeouts
+                                     bursting: burst tick
+    future callbacks ◀── callback    dispatch: strict priority,  ──────▶ RunBatch / Leave
+      thread (procpool.callbacks)      batches by kind of task            (one pipe each)
+
+Who owns what:
+
+* **Caller threads** create a :class:`~procpool.tasks.Task`, push it under
+  ``PoolState.lock`` and wake the supervisor through the backend (a write
+  only when a worker waits for work, so a busy loop costs no syscall).
+* **The supervisor thread** (``procpool-supervisor``) runs :meth:`Supervisor._run`
+  and is the only writer of the worker records and of every future's result.
+  It sleeps in one blocking ``backend.wait``; its timeout is the nearest
+  deadline (task timeout, hook timeout, burst tick, restart backoff, stats
+  dump), never a polling interval. Its rooms: :mod:`.dispatch` (queues →
+  workers), :mod:`.recovery` (outcomes → futures, broken workers → retries),
+  :mod:`.fleet` (the worker table's life), :mod:`.bursting` (burst decisions),
+  all on one :class:`~.state.PoolState`.
+* **The callback thread** runs the futures' done-callbacks, so that one that
+  blocks cannot stop this loop.
+* **Workers** own the resources. What they were sent stays in
+  ``WorkerHandle.in_flight`` until reported, so a crash, an unhealthy exit or
+  a recycle knows exactly which tasks to re-queue.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from time import monotonic
+from typing import Any
+
+from procpool._log import logger
+from procpool.backends.base import (
+    Backend,
+    Event,
+    WorkerCreateFailed,
+    WorkerGone,
+    WorkerLeaving,
+    WorkerReady,
+    WorkerResults,
+    WorkerStarted,
+)
+from procpool.callbacks import CallbackRunner
+from procpool.config import Config
+from procpool.errors import ProcPoolError, ResourceCreationError, ShutdownError, describe_exit
+from procpool.metrics import Metrics
+from procpool.policy.restarts import RestartBreaker
+from procpool.supervisor.bursting import BurstLoop
+from procpool.supervisor.dispatch import Dispatcher
+from procpool.supervisor.fleet import Fleet
+from procpool.supervisor.recovery import Recovery
+from procpool.supervisor.state import Lifecycle, PoolState, Stats, cancel_all
+from procpool.tasks import Task, TaskState
+from procpool.workers import WorkerHandle, WorkerRole, WorkerState
+
+
+class Supervisor:
+    """Owns queues, workers and futures of one manager. See the module docstring."""
+
+    def __init__(
+        self, config: Config[Any], backend: Backend, breaker: RestartBreaker | None = None
+    ) -> None:
+        self.config = config
+        self._backend = backend
+        self._state = PoolState(config)
+        self._fleet = Fleet(self._state, backend, breaker or RestartBreaker())
+        self._dispatcher = Dispatcher(self._state, backend, self._fleet.start_worker)
+        self._recovery = Recovery(self._state, backend)
+        self._bursting = BurstLoop(self._state, self._fleet)
+        self._thread = threading.Thread(target=self._run, name="procpool-supervisor", daemon=True)
+        self._dump_hook: Callable[[], object] | None = None
+        self._next_dump = 0.0
+        #: where the futures' done-callbacks run (see procpool.callbacks)
+        self.callbacks = CallbackRunner()
+
+    # == any thread ================================================================
+
+    def start(self) -> None:
+        """Start the thread and wait until every initial worker is ready.
+
+        Ctrl-C (any exception) while waiting kills what was started before it
+        propagates: no process outlives a constructor that did not return.
+        """
+        try:
+            self._backend.open(self.config)
+        except BaseException:
+            self._backend.close()
+            raise
+        self._thread.start()
+        try:
+            self._state.started.wait()
+        except BaseException:
+            self.begin_kill()
+            self._thread.join()
+            raise
+        if self._state.startup_error is not None:
+            self._thread.join()
+            raise self._state.startup_error
+
+    def submit(self, task: Task) -> None:
+        self.submit_many((task,), wake=task.immediate)
+
+    def submit_many(self, tasks: Iterable[Task], wake: bool = True) -> None:
+        """Queue tasks under one lock acquisition; wake the loop if asked or if a worker
+        waits for work."""
+        state = self._state
+        count = 0
+        with state.lock:
+            if state.lifecycle is not Lifecycle.RUNNING:
+                raise ShutdownError(f"cannot accept tasks: the manager is {state.lifecycle}")
+            for task in tasks:
+                task.id = state.next_task_id
+                state.next_task_id += 1
+                if task.immediate:
+                    state.immediate.append(task)
+                else:
+                    state.queues.push(task, task.priority)
+                count += 1
+            state.records.pending_arrivals += count
+            wake = wake or state.wants_work
+            state.wants_work = False
+        user = state.records.user
+        if user is not None:
+            for _ in range(count):
+                user.record_arrival()
+        if wake:
+            self._backend.wake()
+
+    def on_cancelled(self, task: Task) -> None:
+        """A queued task's future was cancelled: stop counting it as queued."""
+        with self._state.lock:
+            if task.state is TaskState.QUEUED and not task.cancel_counted:
+                task.cancel_counted = True
+                if not task.immediate:  # run_task's line is not counted in stats()
+                    self._state.cancelled[task.priority] += 1
+                task.release()
+
+    def run_callback(self, fn: Callable[[Future[Any]], object], future: Future[Any]) -> None:
+        """Run a done-callback: handed to the callback thread when this loop resolved
+        the future, at once anywhere else (see procpool.callbacks)."""
+        if threading.current_thread() is self._thread:
+            self.callbacks.defer(fn, future)
+        else:
+            fn(future)
+
+    def request_terminate(self, task: Task) -> None:
+        """Terminate the worker running ``task`` (``cancel(fut, terminate=True)``)."""
+        self._recovery.terminate_requests.append(task)
+        self._backend.wake()
+
+    def begin_stop(self) -> None:
+        with self._state.lock:
+            if self._state.lifecycle is Lifecycle.RUNNING:
+                self._state.lifecycle = Lifecycle.STOPPING
+        self._backend.wake()
+
+    def begin_kill(self) -> None:
+        """Refuse new work, cancel what is queued, terminate every worker now."""
+        cancel_all(self._state.drop_queued(Lifecycle.KILLED), "killed")
+        self._backend.wake()
+
+    def cancel_queued(self) -> None:
+        """Refuse new work and cancel what is queued; running tasks finish (Ctrl-C)."""
+        cancel_all(self._state.drop_queued(Lifecycle.STOPPING), "stopped")
+        self._backend.wake()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the supervisor thread; True when it has finished."""
+        if threading.current_thread() is self._thread:
+            return False  # cannot wait for ourselves
+        if self._thread.ident is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def finished(self) -> bool:
+        return self._thread.ident is not None and not self._thread.is_alive()
+
+    @property
+    def state(self) -> str:
+        return self._state.lifecycle
+
+    def stats(self) -> Stats:
+        return self._state.stats()
+
+    def metrics(self) -> Metrics:
+        self._flush_arrivals()
+        records = self._state.records
+        if records.user is not None:
+            result: Metrics = records.user.metrics()
+            return result
+        return records.metrics.metrics()
+
+    def worker_handles(self) -> list[WorkerHandle]:
+        with self._state.lock:
+            return list(self._state.workers.values())
+
+    def helper_processes(self) -> dict[str, int]:
+        """``role -> pid`` of the backend's own processes (a fork server)."""
+        return self._backend.helper_processes()
+
+    def set_dump_hook(self, hook: Callable[[], object]) -> None:
+        """``hook()`` runs on the supervisor thread every ``stats_dump_interval``."""
+        self._dump_hook = hook
+
+    # == supervisor thread ===========================================================
+
+    def _run(self) -> None:
+        state, fleet, recovery = self._state, self._fleet, self._recovery
+        try:
+            fleet.start_initial()
+            while not self._finished():
+                self._handle_all(self._backend.wait(self._next_timeout()))
+                now = monotonic()
+                self._flush_arrivals()
+                if state.lifecycle is Lifecycle.KILLED:
+                    fleet.kill_all()
+                    continue
+                fleet.enforce_hook_timeouts(now)
+                if not state.started.is_set():
+                    continue  # the constructor still waits for the first workers
+                recovery.serve_terminate_requests()
+                recovery.check_timeouts(now)
+                self._bursting.tick(now)
+                fleet.replace_missing(now)
+                self._dispatcher.dispatch()
+                fleet.leave_when_drained()
+                self._dump(now)
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            logger.opt(exception=exc).error("procpool supervisor failed; killing the pool")
+            self._crash_cleanup(exc)
+        finally:
+            self._backend.close()
+            if self._dump_hook is not None:
+                self._dump(None)
+            state.started.set()
+            self.callbacks.close()
+            _live_supervisors.discard(self)
+
+    def _finished(self) -> bool:
+        state = self._state
+        if state.lifecycle is Lifecycle.RUNNING or state.workers:
+            return False
+        return state.lifecycle is Lifecycle.KILLED or not state.has_work()
+
+    def _next_timeout(self) -> float | None:
+        if self._recovery.terminate_requests:
+            return 0.0
+        now = monotonic()
+        deadlines = [self._bursting.deadline, self._fleet.replacement_deadline(now)]
+        if self._dump_hook is not None:
+            deadlines.append(self._next_dump)
+        for worker in self._state.workers.values():
+            if worker.in_flight and worker.in_flight[0].timeout is not None:
+                deadlines.append(self._recovery.timeout_deadline(worker, now))
+            deadlines.append(self._fleet.hook_deadline(worker))
+        due = [d for d in deadlines if d is not None]
+        return max(0.0, min(due) - now) if due else None
+
+    def _flush_arrivals(self) -> None:
+        """Hand arrivals counted under the queue lock to the collector, in one step."""
+        records = self._state.records
+        with self._state.lock:
+            count, records.pending_arrivals = records.pending_arrivals, 0
+        if count:
+            records.metrics.record_arrivals(count)
+
+    def _handle_all(self, events: list[Event]) -> None:
+        """Handle what the backend reported. A function of its own, so that no event
+        (a result, a big one maybe) stays referenced by the loop's frame after it."""
+        for event in events:
+            self._handle(event)
+
+    def _handle(self, event: Event) -> None:
+        worker = self._state.workers.get(event.worker_id)
+        if worker is None:
+            return
+        fleet = self._fleet
+        if isinstance(event, WorkerResults):
+            self._recovery.on_results(worker, event.outcomes)
+            fleet.settle(worker)
+            self._serve_or_retire(worker)
+        elif isinstance(event, WorkerStarted):
+            fleet.on_started(worker, event.pid)
+        elif isinstance(event, WorkerReady):
+            fleet.on_ready(worker, event.pid)
+            self._serve_or_retire(worker)
+        elif isinstance(event, WorkerLeaving):
+            self._recovery.on_leaving(worker, event.reason)
+            fleet.settle(worker)
+        elif isinstance(event, WorkerCreateFailed):
+            fleet.on_create_failed(worker, event.message, event.traceback_text)
+        elif isinstance(event, WorkerGone):
+            if worker.state is WorkerState.STARTING:
+                fleet.on_create_failed(worker, "the process exited during on_create"
+                                       f" ({describe_exit(event.exitcode)})", "")
+            self._recovery.on_gone(worker, event)
+            fleet.on_gone(worker)
+
+    def _serve_or_retire(self, worker: WorkerHandle) -> None:
+        """An idle temporary worker takes the next run_task call, or leaves."""
+        idle_temporary = worker.role is WorkerRole.TEMPORARY and worker.state is WorkerState.IDLE
+        if idle_temporary and not self._dispatcher.serve_immediate(worker):
+            self._fleet.retire(worker)
+
+    def _crash_cleanup(self, exc: BaseException) -> None:
+        state = self._state
+        tasks = state.drop_queued(Lifecycle.KILLED)
+        tasks += [t for w in state.workers.values() for t in w.in_flight]
+        for task in tasks:
+            error = ProcPoolError(f"the procpool supervisor failed: {exc!r}")
+            error.__cause__ = exc
+            task.fail(error)
+        if state.startup_error is None and not state.started.is_set():
+            state.startup_error = ResourceCreationError(
+                f"the procpool supervisor failed: {exc!r}")
+
+    def _dump(self, now: float | None) -> None:
+        hook = self._dump_hook
+        if hook is None or (now is not None and now < self._next_dump):
+            return
+        self._next_dump = (now or monotonic()) + self.config.stats_dump_interval
+        try:
+            hook()
+        except Exception as exc:
+            logger.warning("stats dump failed: {!r}", exc)
+
+
+#: Supervisors not yet finished; stopped at interpreter exit.
+_live_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()
