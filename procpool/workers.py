@@ -44,6 +44,7 @@ class IllegalTransition(RuntimeError):
 
 class WorkerHandle:
     __slots__ = (
+        "abandon_at",
         "created_at",
         "drained_at",
         "id",
@@ -74,6 +75,8 @@ class WorkerHandle:
         self.drained_at: float | None = None
         #: True once it was sent SIGKILL (a hook outlived its timeout, or kill())
         self.killed = False
+        #: told to leave while starting (a stop): terminated then unless ready first
+        self.abandon_at: float | None = None
         self.idle_since = self.created_at
 
     def move(self, new: WorkerState) -> None:

@@ -24,8 +24,6 @@ import signal
 import weakref
 from collections import deque
 from collections.abc import Sequence
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from time import monotonic
 from typing import Any
 
@@ -33,7 +31,6 @@ from procpool.backends import forkserver, wire
 from procpool.backends.base import (
     Backend,
     Event,
-    TaskOutcome,
     TaskSpec,
     WorkerCreateFailed,
     WorkerGone,
@@ -42,10 +39,11 @@ from procpool.backends.base import (
     WorkerResults,
     WorkerStarted,
 )
+from procpool.backends.codec import decode_results, encode_batch
 from procpool.backends.forkserver import ForkServerClient
+from procpool.backends.local_worker import LocalWorker, exit_fd
 from procpool.backends.worker import WorkerSpec, kill_process_group, worker_main
 from procpool.config import Config
-from procpool.errors import RemoteError, RemoteTraceback, TaskPicklingError
 
 #: Role of the fork server in :meth:`LocalBackend.helper_processes` (and in ``dump_stats``).
 FORK_SERVER_ROLE = "fork-server"
@@ -61,32 +59,6 @@ TERMINATE_GRACE_SECONDS = 0.2
 MAX_STARTS_IN_FLIGHT = 8
 
 _WAKE, _CONN, _SENTINEL, _SERVER = 0, 1, 2, 3
-_RAISED = (wire.RAISED, wire.RAISED_UNHEALTHY)
-
-
-class _LocalWorker:
-    """One worker: a ``process`` (fork, spawn) or a child of a fork ``server``."""
-
-    __slots__ = (
-        "conn", "destroy_error", "exit_fd", "held_fds", "kill_at", "pending_signal", "pid",
-        "process", "progress", "server", "worker_id",
-    )
-
-    def __init__(self, worker_id: int, conn: Connection, progress: Any) -> None:
-        self.worker_id = worker_id
-        self.conn: Connection | None = conn
-        self.progress = progress
-        self.process: BaseProcess | None = None
-        #: readable once ``process`` exited: a pidfd where the OS has them, else its sentinel
-        self.exit_fd: int | None = None
-        self.server: ForkServerClient | None = None
-        #: fds sent to the server, closed once it answered (or died)
-        self.held_fds: list[int] = []
-        #: a signal asked for before the pid was known
-        self.pending_signal: int | None = None
-        self.pid: int | None = None
-        self.destroy_error: str | None = None
-        self.kill_at: float | None = None
 
 
 class LocalBackend(Backend):
@@ -106,7 +78,7 @@ class LocalBackend(Backend):
         os.set_blocking(self._wake_w, False)
         self._wake_pending = False
         self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
-        self._workers: dict[int, _LocalWorker] = {}
+        self._workers: dict[int, LocalWorker] = {}
         self._server: ForkServerClient | None = None  # started by the first start_worker
         self._server_pid: int | None = None  # for other threads (helper_processes)
         self._pending: list[Event] = []  # events found outside wait(), returned by the next one
@@ -174,12 +146,12 @@ class LocalBackend(Backend):
             raise
         finally:
             child_conn.close()
-        worker = _LocalWorker(worker_id, parent_conn, progress)
+        worker = LocalWorker(worker_id, parent_conn, progress)
         worker.process = process
         worker.pid = process.pid
         self._workers[worker_id] = worker
         assert process.pid is not None
-        worker.exit_fd = _exit_fd(process)
+        worker.exit_fd = exit_fd(process)
         self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
         self._selector.register(worker.exit_fd, selectors.EVENT_READ, (_SENTINEL, worker))
         self._pending.append(WorkerStarted(worker_id, process.pid))
@@ -199,7 +171,7 @@ class LocalBackend(Backend):
             parent_conn.close()
             child_conn.close()
             raise
-        worker = _LocalWorker(worker_id, parent_conn, progress)
+        worker = LocalWorker(worker_id, parent_conn, progress)
         worker.held_fds = [os.dup(child_conn.fileno()), progress_fd]
         child_conn.close()
         self._workers[worker_id] = worker
@@ -231,7 +203,7 @@ class LocalBackend(Backend):
         if worker is None:
             self._drop_waiting_start(worker_id)
             return
-        self._send_message(worker, wire.Leave())
+        worker.send(wire.Leave())
 
     def terminate(self, worker_id: int, grace: float = TERMINATE_GRACE_SECONDS) -> None:
         worker = self._workers.get(worker_id)
@@ -241,10 +213,10 @@ class LocalBackend(Backend):
         if worker.process is not None and worker.process.exitcode is not None:
             return
         if grace <= 0:
-            self._signal(worker, signal.SIGKILL)
+            worker.signal(signal.SIGKILL)
             worker.kill_at = None
             return
-        self._signal(worker, signal.SIGTERM)
+        worker.signal(signal.SIGTERM)
         if worker.kill_at is None:
             worker.kill_at = monotonic() + grace
 
@@ -275,7 +247,7 @@ class LocalBackend(Backend):
         self._start_backlog.clear()
         for worker in self._workers.values():
             if worker.process is None or not kill_process_group(worker.pid):
-                self._signal(worker, signal.SIGKILL)
+                worker.signal(signal.SIGKILL)
         for worker in list(self._workers.values()):
             if worker.process is not None:
                 worker.process.join()
@@ -293,15 +265,10 @@ class LocalBackend(Backend):
     # -- work ----------------------------------------------------------------
 
     def send(self, worker_id: int, tasks: Sequence[TaskSpec]) -> list[tuple[int, BaseException]]:
-        rejected: list[tuple[int, BaseException]] = []
-        try:
-            payload = wire.dumps([(t.fn, t.args, t.kwargs) for t in tasks])
-        except BaseException:  # a __reduce__ may raise anything, KeyboardInterrupt included
-            tasks, rejected = _split_picklable(tasks)
-            payload = wire.dumps([(t.fn, t.args, t.kwargs) for t in tasks])
+        payload, tasks, rejected = encode_batch(tasks)
         if tasks:
             message = wire.RunBatch(tuple(t.task_id for t in tasks), payload)
-            self._send_message(self._workers[worker_id], message)
+            self._workers[worker_id].send(message)
         return rejected
 
     def running_task(self, worker_id: int) -> tuple[int, float] | None:
@@ -364,18 +331,18 @@ class LocalBackend(Backend):
             now = monotonic()
             for worker in self._workers.values():
                 if worker.kill_at is not None and worker.kill_at <= now:
-                    self._signal(worker, signal.SIGKILL)
+                    worker.signal(signal.SIGKILL)
                     worker.kill_at = None
         self._start_waiting()
         events += self._pending
         self._pending = []
         return events
 
-    def _on_exit(self, worker: _LocalWorker, exitcode: int | None, events: list[Event]) -> None:
+    def _on_exit(self, worker: LocalWorker, exitcode: int | None, events: list[Event]) -> None:
         """The process ended: take every message it left in the pipe, then report."""
         if self._workers.pop(worker.worker_id, None) is None:
             return  # already reported (reached again while draining its pipe)
-        while worker.conn is not None and self._conn_has_data(worker.conn):
+        while worker.has_data():
             self._read_one(worker, events)
         if worker.process is not None:
             kill_process_group(worker.pid)  # exited, not reaped: its pid is still its own
@@ -400,8 +367,8 @@ class LocalBackend(Backend):
         if starting is None or starting.server is not server:
             return
         if isinstance(reply, forkserver.Started):
-            self._release_held_fds(starting)
-            self._set_pid(starting, reply.pid)
+            starting.release_held_fds()
+            starting.set_pid(reply.pid)
             events.append(WorkerStarted(starting.worker_id, reply.pid))
         else:
             self._on_start_failed(starting, reply.reason, events)
@@ -424,48 +391,19 @@ class LocalBackend(Backend):
             # A start it never answered: if the worker was forked it still says Ready
             # (with its pid) on its pipe; if not, dropping our copy of its pipe end
             # lets that pipe close, which reports it gone.
-            self._release_held_fds(worker)
+            worker.release_held_fds()
             if worker.conn is None:
                 self._on_exit(worker, None, events)
 
-    def _on_start_failed(self, worker: _LocalWorker, reason: str, events: list[Event]) -> None:
+    def _on_start_failed(self, worker: LocalWorker, reason: str, events: list[Event]) -> None:
         message = f"could not start the worker process: {reason}"
         events.append(WorkerCreateFailed(worker.worker_id, message, ""))
         self._on_exit(worker, None, events)
 
-    def _set_pid(self, worker: _LocalWorker, pid: int) -> None:
-        worker.pid = pid
-        if worker.pending_signal is not None:
-            self._signal(worker, worker.pending_signal)
-            worker.pending_signal = None
-
-    def _signal(self, worker: _LocalWorker, signum: int) -> None:
-        if worker.process is not None:
-            if signum == signal.SIGKILL:
-                worker.process.kill()
-            else:
-                worker.process.terminate()
-            return
-        if worker.pid is None:  # the server has yet to say it forked it
-            if worker.pending_signal != signal.SIGKILL:
-                worker.pending_signal = signum
-            return
-        try:
-            os.kill(worker.pid, signum)
-        except ProcessLookupError:
-            pass  # already gone; its exit is reported
-
-    @staticmethod
-    def _conn_has_data(conn: Connection) -> bool:
-        try:
-            return conn.poll(0)
-        except (OSError, EOFError):
-            return False
-
-    def _forget(self, worker: _LocalWorker) -> None:
+    def _forget(self, worker: LocalWorker) -> None:
         self._workers.pop(worker.worker_id, None)
         self._close_conn(worker)
-        self._release_held_fds(worker)
+        worker.release_held_fds()
         process = worker.process
         if process is None:
             return
@@ -482,13 +420,7 @@ class LocalBackend(Backend):
         except ValueError:
             pass  # still running: only after kill() without join
 
-    @staticmethod
-    def _release_held_fds(worker: _LocalWorker) -> None:
-        for fd in worker.held_fds:
-            os.close(fd)
-        worker.held_fds = []
-
-    def _close_conn(self, worker: _LocalWorker) -> None:
+    def _close_conn(self, worker: LocalWorker) -> None:
         if worker.conn is None:
             return
         try:
@@ -498,15 +430,7 @@ class LocalBackend(Backend):
         worker.conn.close()
         worker.conn = None
 
-    def _send_message(self, worker: _LocalWorker, message: Any) -> None:
-        if worker.conn is None:
-            return
-        try:
-            worker.conn.send_bytes(wire.dumps_fast(message))
-        except OSError:
-            pass  # it died: its end is reported (sentinel, exit report), its tasks re-queued then
-
-    def _read_one(self, worker: _LocalWorker, events: list[Event]) -> None:
+    def _read_one(self, worker: LocalWorker, events: list[Event]) -> None:
         assert worker.conn is not None
         try:
             message = wire.loads(worker.conn.recv_bytes())
@@ -520,10 +444,10 @@ class LocalBackend(Backend):
         wid = worker.worker_id
         kind = type(message)
         if kind is wire.Results:
-            events.append(WorkerResults(wid, _decode_results(message)))
+            events.append(WorkerResults(wid, decode_results(message)))
         elif kind is wire.Ready:
             if worker.pid is None:
-                self._set_pid(worker, message.pid)
+                worker.set_pid(message.pid)
             events.append(WorkerReady(wid, message.pid, message.create_seconds))
         elif kind is wire.Leaving:
             events.append(WorkerLeaving(wid, message.reason))
@@ -533,69 +457,7 @@ class LocalBackend(Backend):
             events.append(WorkerCreateFailed(wid, message.message, message.traceback_text))
 
 
-def _exit_fd(process: BaseProcess) -> int:
-    """An fd that becomes readable when ``process`` exits.
-
-    A pidfd (Linux 5.3+) where there is one: multiprocessing's sentinel is a
-    pipe that the worker's own children inherit (a task's ``os.fork()``), and
-    it would not close while they live; a pidfd reports the worker's exit alone.
-    """
-    try:
-        return os.pidfd_open(process.pid)  # type: ignore[arg-type]
-    except (AttributeError, OSError):
-        return process.sentinel
-
-
 #: Local backends not yet closed, for the fds a ``fork`` child must drop.
 _live_backends: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
 
 
-def _split_picklable(
-    tasks: Sequence[TaskSpec],
-) -> tuple[list[TaskSpec], list[tuple[int, BaseException]]]:
-    """The tasks that pickle on their own, and an error naming the culprit for each other."""
-    sendable = []
-    rejected: list[tuple[int, BaseException]] = []
-    for task in tasks:
-        try:
-            wire.dumps((task.fn, task.args, task.kwargs))
-            sendable.append(task)
-        except BaseException as exc:
-            error = TaskPicklingError(
-                wire.explain_unpicklable(task.fn, task.args, task.kwargs, exc))
-            error.__cause__ = exc
-            rejected.append((task.task_id, error))
-    return sendable, rejected
-
-
-def _decode_results(message: wire.Results) -> list[TaskOutcome]:
-    """Read each task's result on its own: one that cannot be read fails only its task."""
-    decoded = []
-    for task_id, sent_outcome, (started, finished), data in zip(
-        message.task_ids, message.outcomes, message.times, message.items, strict=True
-    ):
-        outcome = sent_outcome
-        try:
-            item = wire.loads(data)
-        except BaseException as exc:  # a __setstate__ may raise anything
-            item = f"{type(exc).__qualname__}: {exc}"
-            outcome = wire.UNREADABLE_RESULT
-        del data
-        value = _rebuild_exception(item) if outcome in _RAISED else item
-        decoded.append(TaskOutcome(task_id, outcome, value, started, finished))
-    return decoded
-
-
-def _rebuild_exception(report: wire.ErrorReport) -> BaseException:
-    """The task's own exception with the worker's traceback as ``__cause__``."""
-    exc: BaseException
-    try:
-        if report.exception_bytes is None:
-            raise ValueError("not pickled")
-        exc = wire.loads(report.exception_bytes)
-        if not isinstance(exc, BaseException):
-            raise TypeError("not an exception")
-    except Exception:
-        exc = RemoteError(report.type_name, report.text, report.traceback_text)
-    exc.__cause__ = RemoteTraceback(report.traceback_text)
-    return exc

@@ -25,6 +25,12 @@ from procpool.supervisor.state import (
 )
 from procpool.workers import WorkerHandle, WorkerRole, WorkerState
 
+#: When a stop finds a worker still starting, how long it may still report
+#: ready (and so run on_destroy for what on_create built) before it is
+#: terminated. Covers a ready message already on its way; longer waits for
+#: slow hooks that were about to finish, shorter stops sooner.
+ABANDON_GRACE_SECONDS = 0.05
+
 
 class Fleet:
     """Owns every change of a worker's state but those a result or a death makes."""
@@ -70,6 +76,8 @@ class Fleet:
         self.breaker.success()
         if worker.state is WorkerState.STARTING:
             worker.move(WorkerState.IDLE)
+        elif worker.state is WorkerState.LEAVING:  # a stop asked it to leave while starting:
+            worker.drained_at = worker.ready_at  # it reads that now and runs on_destroy
         logger.debug("worker {} ({}) pid {} ready in {:.3f} s", worker.id, worker.role.value,
                      pid, elapsed)
         self.check_started()
@@ -166,6 +174,8 @@ class Fleet:
         if worker.state is WorkerState.LEAVING and worker.drained_at is not None:
             limit = config.destroy_timeout
             return None if limit is None else worker.drained_at + limit
+        if worker.state is WorkerState.LEAVING and worker.ready_at is None:
+            return worker.abandon_at  # left while starting: see leave_when_drained
         return None
 
     def enforce_hook_timeouts(self, now: float) -> None:
@@ -176,7 +186,10 @@ class Fleet:
             if deadline is None or now < deadline:
                 continue
             worker.killed = True
-            if worker.state is WorkerState.STARTING:
+            if worker.ready_at is None and worker.state is WorkerState.LEAVING:
+                logger.debug("worker {} is still inside on_create at stop; terminating it",
+                             worker.id)
+            elif worker.state is WorkerState.STARTING:
                 self.on_create_failed(
                     worker,
                     f"on_create timed out: it did not return within create_timeout="
@@ -198,7 +211,8 @@ class Fleet:
             return
         if worker.state is WorkerState.BUSY:
             worker.move(WorkerState.IDLE)
-        elif worker.state is WorkerState.LEAVING and worker.drained_at is None:
+        elif (worker.state is WorkerState.LEAVING and worker.drained_at is None
+              and worker.ready_at is not None):  # one still starting has no on_destroy yet
             worker.drained_at = monotonic()
 
     def retire(self, worker: WorkerHandle) -> None:
@@ -217,8 +231,11 @@ class Fleet:
     def leave_when_drained(self) -> None:
         """Once stopping and nothing is left to run, every worker leaves.
 
-        Ready ones gracefully (``on_destroy``); one still inside ``on_create``
-        has built nothing that a task needs, so it is terminated, not waited for.
+        Ready ones gracefully (``on_destroy``). One still inside ``on_create``
+        builds nothing a task needs: it is told to leave too, and terminated
+        unless it reports ready within :data:`ABANDON_GRACE_SECONDS` (then it
+        runs ``on_destroy`` for what it built); ``stop()`` never waits for a
+        hook that hangs.
         """
         state = self._state
         if state.lifecycle is not Lifecycle.STOPPING or state.has_work():
@@ -227,9 +244,8 @@ class Fleet:
             return
         for worker in list(state.workers.values()):
             if worker.state is WorkerState.STARTING:
-                worker.move(WorkerState.LEAVING)
-                self._backend.terminate(worker.id)
-            elif worker.state is not WorkerState.LEAVING:
+                worker.abandon_at = monotonic() + ABANDON_GRACE_SECONDS
+            if worker.state is not WorkerState.LEAVING:
                 self.retire(worker)
 
     def kill_all(self) -> None:

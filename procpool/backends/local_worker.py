@@ -1,0 +1,100 @@
+"""The local backend's record of one worker process, and what can be done to it alone.
+
+Supervisor thread only (it belongs to :class:`~procpool.backends.local.LocalBackend`).
+A worker is either a ``process`` of its own (``fork``, ``spawn``) or a child
+of the pool's fork ``server`` (``forkserver``), which has no ``Process``
+object: it is signalled by pid, and its exit comes in the server's reports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
+
+from procpool.backends import wire
+
+if TYPE_CHECKING:
+    from procpool.backends.forkserver import ForkServerClient
+
+
+class LocalWorker:
+    """One worker: its pipe, its progress slots, and how to signal it."""
+
+    __slots__ = (
+        "conn", "destroy_error", "exit_fd", "held_fds", "kill_at", "pending_signal", "pid",
+        "process", "progress", "server", "worker_id",
+    )
+
+    def __init__(self, worker_id: int, conn: Connection, progress: Any) -> None:
+        self.worker_id = worker_id
+        self.conn: Connection | None = conn
+        self.progress = progress
+        self.process: BaseProcess | None = None
+        #: readable once ``process`` exited: a pidfd where the OS has them, else its sentinel
+        self.exit_fd: int | None = None
+        self.server: ForkServerClient | None = None
+        #: fds sent to the server, closed once it answered (or died)
+        self.held_fds: list[int] = []
+        #: a signal asked for before the pid was known
+        self.pending_signal: int | None = None
+        self.pid: int | None = None
+        self.destroy_error: str | None = None
+        self.kill_at: float | None = None
+
+    def set_pid(self, pid: int) -> None:
+        """The pid is known now: deliver a signal asked for before."""
+        self.pid = pid
+        if self.pending_signal is not None:
+            self.signal(self.pending_signal)
+            self.pending_signal = None
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None:
+            if signum == signal.SIGKILL:
+                self.process.kill()
+            else:
+                self.process.terminate()
+            return
+        if self.pid is None:  # the server has yet to say it forked it
+            if self.pending_signal != signal.SIGKILL:
+                self.pending_signal = signum
+            return
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass  # already gone; its exit is reported
+
+    def send(self, message: Any) -> None:
+        if self.conn is None:
+            return
+        try:
+            self.conn.send_bytes(wire.dumps_fast(message))
+        except OSError:
+            pass  # it died: its end is reported (exit fd, exit report), its tasks re-queued then
+
+    def has_data(self) -> bool:
+        try:
+            return self.conn is not None and self.conn.poll(0)
+        except (OSError, EOFError):
+            return False
+
+    def release_held_fds(self) -> None:
+        for fd in self.held_fds:
+            os.close(fd)
+        self.held_fds = []
+
+
+def exit_fd(process: BaseProcess) -> int:
+    """An fd that becomes readable when ``process`` exits.
+
+    A pidfd (Linux 5.3+) where there is one: multiprocessing's sentinel is a
+    pipe that the worker's own children inherit (a task's ``os.fork()``), and
+    it would not close while they live; a pidfd reports the worker's exit alone.
+    """
+    try:
+        return os.pidfd_open(process.pid)  # type: ignore[arg-type]
+    except (AttributeError, OSError):
+        return process.sentinel
