@@ -23,7 +23,7 @@ import selectors
 import signal
 import weakref
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
 
@@ -92,31 +92,27 @@ class LocalBackend(Backend):
     def open(self, config: Config[Any]) -> None:
         self._start_method = self._start_method or config.effective_start_method
         self._ctx = multiprocessing.get_context(self._start_method)
-        self._spec_bytes = wire.dumps(WorkerSpec(
-            on_create=config.on_create,
-            on_destroy=config.on_destroy,
-            check_health=config.check_health,
-            max_tasks=config.max_tasks_per_worker,
-            max_memory=config.max_memory_per_worker,
-        ))
+        self._spec_bytes = wire.dumps(WorkerSpec.of(config))
 
     def start_worker(self, worker_id: int) -> None:
-        if self._start_method != "forkserver":
-            try:
-                self._start_process(worker_id)
-            except Exception as exc:  # e.g. EMFILE: one failed start, not a broken pool
-                reason = f"{type(exc).__qualname__}: {exc}"
-                self._pending.append(WorkerCreateFailed(
-                    worker_id, f"could not start the worker process: {reason}", ""))
-                self._pending.append(WorkerGone(worker_id, None, None, None))
-            return
-        self._start_backlog.append(worker_id)
-        self._start_waiting()
+        if self._start_method == "forkserver":
+            self._start_backlog.append(worker_id)
+            self._start_waiting()
+        else:
+            self._start_guarded(self._start_process, worker_id)
 
     def _start_waiting(self) -> None:
         """Send waiting fork-server starts while fewer than the bound are unanswered."""
         while self._start_backlog and self._starts_in_flight < MAX_STARTS_IN_FLIGHT:
-            self._start_from_server(self._start_backlog.popleft())
+            self._start_guarded(self._start_from_server, self._start_backlog.popleft())
+
+    def _start_guarded(self, start: Callable[[int], None], worker_id: int) -> None:
+        try:
+            start(worker_id)
+        except Exception as exc:  # e.g. EMFILE: one failed start, not a broken pool
+            reason = f"could not start the worker process: {type(exc).__qualname__}: {exc}"
+            self._pending += [WorkerCreateFailed(worker_id, reason, ""),
+                              WorkerGone(worker_id, None, None, None)]
 
     def _start_process(self, worker_id: int) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
@@ -158,22 +154,21 @@ class LocalBackend(Backend):
 
     def _start_from_server(self, worker_id: int) -> None:
         """Ask the fork server for the worker; its pid (or failure) comes back in wait()."""
-        try:
-            parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        except OSError as exc:
-            self._pending.append(WorkerCreateFailed(
-                worker_id, f"could not start the worker process: {exc}", ""))
-            self._pending.append(WorkerGone(worker_id, None, None, None))
-            return
-        try:
-            progress_fd, progress = forkserver.new_progress()
+        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
+        try:  # what fails here (EMFILE) leaves no fd open
+            held = os.dup(child_conn.fileno())
+            try:
+                progress_fd, progress = forkserver.new_progress()
+            except BaseException:
+                os.close(held)
+                raise
         except BaseException:
             parent_conn.close()
-            child_conn.close()
             raise
+        finally:
+            child_conn.close()
         worker = LocalWorker(worker_id, parent_conn, progress)
-        worker.held_fds = [os.dup(child_conn.fileno()), progress_fd]
-        child_conn.close()
+        worker.held_fds = [held, progress_fd]
         self._workers[worker_id] = worker
         self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
         reason = "the fork server is gone"

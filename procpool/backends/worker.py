@@ -59,6 +59,12 @@ class WorkerSpec:
     max_tasks: int | None
     max_memory: int | None
 
+    @classmethod
+    def of(cls, config: Any) -> WorkerSpec:
+        """The part of a :class:`~procpool.Config` that workers need."""
+        return cls(config.on_create, config.on_destroy, config.check_health,
+                   config.max_tasks_per_worker, config.max_memory_per_worker)
+
 
 def _watch_supervisor(conn: Connection, exiting: threading.Event) -> None:
     """Leave when the supervisor's end of the pipe closes (it died).
