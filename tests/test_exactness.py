@@ -86,7 +86,7 @@ def test_millisecond_tasks_spread_over_every_worker_even_after_tiny_ones(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("worker_count", [1, 2])
 @pytest.mark.parametrize("tiny_first", [0, 3, 2000])
-def test_a_priority_task_waits_behind_at_most_one_running_task_per_worker(
+def test_a_priority_task_waits_behind_at_most_one_running_and_one_held_task_per_worker(
     start_method: str, worker_count: int, tiny_first: int
 ) -> None:
     with TaskManager(config(start_method, worker_count=worker_count)) as manager:
@@ -97,9 +97,9 @@ def test_a_priority_task_waits_behind_at_most_one_running_task_per_worker(
         _, urgent_start = urgent.result(timeout=WITHIN)
         starts = [f.result(timeout=WITHIN)[1] for f in normal]
     # Normal tasks that started after the priority task was queued and before it ran:
-    # at most the ones already being handed to a worker as it arrived.
+    # at most the one each worker held behind its running task as it arrived.
     jumped = sum(1 for start in starts if queued_at < start < urgent_start)
-    assert jumped <= worker_count, jumped
+    assert jumped <= 2 * worker_count, jumped
 
 
 # == 2. no needless re-runs ====================================================

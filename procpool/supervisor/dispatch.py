@@ -5,8 +5,10 @@ How many tasks a worker may hold follows the kind of task at hand
 (:mod:`procpool.policy.prefetch`): tiny ones travel in batches that cover
 about a millisecond of work; a task that takes a millisecond or more, or
 whose kind was never seen, goes alone to a worker holding nothing, so such
-tasks spread over every idle worker and a priority task never waits behind
-more than one running task per worker.
+tasks spread over every idle worker. A kind shorter than 0.1 s may have its
+next task held behind the running one, so its worker never idles between two;
+a priority task so waits behind at most one running and one held task per
+worker.
 """
 
 from __future__ import annotations
@@ -103,12 +105,8 @@ class Dispatcher:
             if not worker.ready:
                 continue
             held = worker.in_flight
-            if held:
-                last = held[-1]
-                if last.alone or not durations.is_tiny(last.kind):
-                    continue
-                if len(held) >= max(1, durations.depth(last.kind) // 2):
-                    continue
+            if held and (held[-1].alone or len(held) >= durations.refill_below(held[-1].kind)):
+                continue
             hungry.append(worker)
         hungry.sort(key=lambda w: len(w.in_flight))
         return hungry
@@ -116,8 +114,9 @@ class Dispatcher:
     def _take(self, worker: WorkerHandle) -> list[Task]:
         """Pop the tasks ``worker`` may take now, by strict priority (caller holds ``lock``).
 
-        Tiny tasks up to the depth of their kind; a task that is not tiny (slow,
-        unknown, or sent alone) only as the whole batch of an empty worker.
+        Tiny tasks up to the depth of their kind, in one batch; any other task
+        alone in its batch, and only while the worker holds fewer than its
+        kind's depth (a task sent alone: only to an empty worker).
         """
         state = self._state
         batch: list[Task] = []
@@ -128,9 +127,10 @@ class Dispatcher:
         while room > 0 and queues:
             task = queues.peek()
             tiny = not task.alone and durations.is_tiny(task.kind)
-            if not tiny and (batch or held):
-                break  # it goes alone, to a worker with nothing else in flight
-            if tiny and held + len(batch) >= durations.depth(task.kind):
+            if not tiny and batch:
+                break  # it travels in a batch of its own (the next pass may send it)
+            limit = 1 if task.alone else durations.depth(task.kind)
+            if held + len(batch) >= limit:
                 break
             queues.pop()
             if not mark_running(task):
