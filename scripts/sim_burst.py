@@ -237,10 +237,12 @@ def simulate(sim: SimTrace, workers: int, controller: Controller | None, start: 
     return out
 
 
+COOLDOWN = Config(on_create=dict).burst_cooldown  # seconds; --cooldown changes it
+
+
 def cooldown_ticks(start: float) -> int:
     """As the supervisor does: the cooldown in ticks, never shorter than a start-up."""
-    cooldown = Config(on_create=dict).burst_cooldown
-    return max(1, math.ceil(max(cooldown, start) / BURST_INTERVAL - 1e-9))
+    return max(1, math.ceil(max(COOLDOWN, start) / BURST_INTERVAL - 1e-9))
 
 
 def v2_controller(start: float, **settings: float) -> Controller:
@@ -251,7 +253,7 @@ def v2_controller(start: float, **settings: float) -> Controller:
 
 
 class PlainRule:
-    """ceil(arrival rate x mean task time / 1.0 + 0.5 x queued), scale-down held over 1 s.
+    """ceil(arrival rate x mean task time / 1.0 + 0.5 x queued), scale-down held over the cooldown.
 
     ``window`` None takes the arrival rate over the metrics window (2 s), as the rule was
     first tried; a number measures it over that many seconds from the arrival counter.
@@ -439,11 +441,14 @@ def detail(traces: dict[str, SimTrace], start: float, cores: int) -> None:
 
 
 def main() -> None:
+    global COOLDOWN  # every controller made below reads it
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--start", type=float, default=0.007,
                         help="seconds to start one worker in a running pool (default 0.007,"
                              " the fork server's, BENCHMARKS.md \"Worker start-up\")")
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--cooldown", type=float, default=COOLDOWN,
+                        help=f"burst_cooldown in seconds (default {COOLDOWN:g}, Config's)")
     parser.add_argument("--traces", nargs="*",
                         default=["steady", "step", "spike", "sine", "cpu"])
     parser.add_argument("--poisson", type=int, nargs="+", metavar="SEED",
@@ -452,6 +457,7 @@ def main() -> None:
     parser.add_argument("--detail", action="store_true",
                         help="one row per trace and controller instead of the frontier")
     args = parser.parse_args()
+    COOLDOWN = args.cooldown
     traces = {n: t for n, t in sim_traces().items() if n in args.traces}
     trace_sets = [traces] if args.poisson is None else [
         poissonised(traces, seed) for seed in args.poisson]
@@ -459,6 +465,7 @@ def main() -> None:
         f"Poisson (seeds {' '.join(map(str, args.poisson))}; medians)")
     print(f"Virtual time; {BASE_WORKERS} base workers bursting to {MAX_WORKERS}, "
           f"{args.cores} cores, worker start-up {args.start} s, ticks every {BURST_INTERVAL} s, "
+          f"burst_cooldown {COOLDOWN:g} s, "
           f"{kind} arrivals. Targets: p95 wait <= {P95_WAIT_TARGET} s on step and sine, worker-s "
           f"<= {WORKER_SECONDS_TARGET}x static-max on sine and spike, <= {RUNS_PER_LOAD_CHANGE} "
           f"runs of scale events per load change, no scale event on steady.\n")
