@@ -209,3 +209,42 @@ def _bucket(seconds: float) -> int:
         return 0
     index = int(math.log(seconds / HISTOGRAM_LOW) / _LOG_GROWTH) + 1
     return min(index, _REGULAR + 1)
+
+
+class RecentShare:
+    """One recent total as a share of another, such as CPU seconds per wall second.
+
+    Like a fuel gauge's "litres per 100 km over the last few trips": each
+    :meth:`record` adds a pair (``part``, ``whole``: a task's CPU and wall
+    seconds), and :attr:`value` is the sum of the parts over the sum of the
+    wholes, each older pair weighing ``1 - smoothing`` less than the next.
+    Long tasks weigh more than short ones, as in a plain sum. Fixed memory;
+    default smoothing 0.1 (about the last 10 to 20 pairs, as
+    :attr:`DurationHistogram.recent_mean`); if in doubt, use it.
+    """
+
+    def __init__(self, smoothing: float = RECENT_SMOOTHING) -> None:
+        if not 0 < smoothing <= 1:
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
+        self._keep = 1.0 - smoothing
+        self._part = 0.0
+        self._whole = 0.0
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """Pairs recorded since construction."""
+        return self._count
+
+    @property
+    def value(self) -> float | None:
+        """Recent sum of parts / recent sum of wholes; None before any whole above 0."""
+        return self._part / self._whole if self._whole > 0 else None
+
+    def record(self, part: float, whole: float) -> None:
+        """Add one pair (finite, >= 0; the units cancel out)."""
+        if not (0 <= part < math.inf and 0 <= whole < math.inf):  # also rejects NaN
+            raise ValueError(f"part and whole must be finite and >= 0, got {part!r}, {whole!r}")
+        self._part = self._part * self._keep + part
+        self._whole = self._whole * self._keep + whole
+        self._count += 1

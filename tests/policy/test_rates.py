@@ -15,6 +15,7 @@ from procpool.policy.rates import (
     HISTOGRAM_LOW,
     DurationHistogram,
     RateWindow,
+    RecentShare,
 )
 
 # --- RateWindow -------------------------------------------------------------------------
@@ -223,3 +224,51 @@ def test_bad_percentiles_are_rejected(q: float) -> None:
 def test_bad_smoothing_is_rejected() -> None:
     with pytest.raises(ValueError, match="smoothing"):
         DurationHistogram(smoothing=0.0)
+
+
+# --- RecentShare ------------------------------------------------------------------------
+
+
+def test_share_is_unknown_until_a_whole_above_zero() -> None:
+    share = RecentShare()
+    assert share.value is None
+    share.record(0.0, 0.0)  # a task that took no time says nothing
+    assert share.value is None
+    assert share.count == 1
+
+
+def test_share_of_steady_pairs_is_their_ratio() -> None:
+    share = RecentShare()
+    for _ in range(50):
+        share.record(0.097, 0.1)  # CPU-bound: 97 ms of CPU per 100 ms of wall time
+    assert share.value == pytest.approx(0.97)
+
+
+def test_share_weighs_long_tasks_more_as_a_sum_does() -> None:
+    share = RecentShare(smoothing=0.5)
+    share.record(1.0, 1.0)  # a 1 s CPU-bound task
+    share.record(0.0, 0.01)  # a 10 ms sleep
+    # Sums, not a mean of ratios: (0.5 * 1 + 0) / (0.5 * 1 + 0.01), not (1 + 0) / 2.
+    assert share.value == pytest.approx(0.5 / 0.51)
+
+
+def test_share_follows_a_change_of_workload_within_a_few_dozen_tasks() -> None:
+    share = RecentShare()
+    for _ in range(100):
+        share.record(0.001, 0.25)  # sleeping tasks
+    assert share.value is not None and share.value < 0.01
+    for _ in range(30):
+        share.record(0.25, 0.25)  # now CPU-bound
+    assert share.value is not None and share.value > 0.95
+
+
+@pytest.mark.parametrize(("part", "whole"), [(-1.0, 1.0), (1.0, -1.0), (math.nan, 1.0),
+                                             (1.0, math.inf)])
+def test_share_rejects_bad_pairs(part: float, whole: float) -> None:
+    with pytest.raises(ValueError, match="finite"):
+        RecentShare().record(part, whole)
+
+
+def test_share_rejects_bad_smoothing() -> None:
+    with pytest.raises(ValueError, match="smoothing"):
+        RecentShare(smoothing=0.0)
