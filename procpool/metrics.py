@@ -57,6 +57,10 @@ class Metrics:
     total_tasks_retried: int
     success_rate: float
     failure_rate: float
+    #: Recent tasks' CPU seconds per wall second in their workers: ~1 for CPU-bound work,
+    #: ~0 for tasks that sleep or wait on I/O, None before any task ended. Measured by
+    #: procpool itself (a user collector cannot see it); bursting is capped by it.
+    cpu_share: float | None = None
 
 
 @runtime_checkable

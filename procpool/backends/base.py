@@ -56,6 +56,9 @@ class TaskOutcome(NamedTuple):
     value: Any
     started: float
     finished: float
+    #: CPU seconds the task used in its worker (0.0 when the backend cannot tell): with the
+    #: wall time it says whether tasks are CPU-bound, which bursting needs
+    cpu_seconds: float = 0.0
 
 
 class WorkerResults(NamedTuple):

@@ -67,8 +67,9 @@ class ErrorReport(NamedTuple):
 class Results(NamedTuple):
     task_ids: tuple[TaskId, ...]
     outcomes: tuple[int, ...]
-    #: ``(started, finished)`` monotonic seconds per task, read in the worker
-    times: tuple[tuple[float, float], ...]
+    #: ``(started, finished, cpu_seconds)`` per task, read in the worker: monotonic
+    #: seconds, and the worker's ``time.process_time()`` the task used
+    times: tuple[tuple[float, float, float], ...]
     #: one pickled payload item per task: a result that cannot be read back
     #: spoils only its own task, never the others of the message
     items: tuple[bytes, ...]

@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from time import monotonic
+from time import monotonic, process_time
 from typing import Any
 
 from procpool.backends import wire
@@ -126,11 +126,13 @@ class _Outbox:
         self.progress = progress
         self.ids: list[int] = []
         self.outcomes: list[int] = []
-        self.times: list[tuple[float, float]] = []
+        self.times: list[tuple[float, float, float]] = []
         self.items: list[Any] = []
         self.last_flush = monotonic()
 
-    def add(self, task_id: int, outcome: int, times: tuple[float, float], item: Any) -> None:
+    def add(
+        self, task_id: int, outcome: int, times: tuple[float, float, float], item: Any
+    ) -> None:
         self.ids.append(task_id)
         self.outcomes.append(outcome)
         self.times.append(times)
@@ -192,6 +194,7 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
             continue
         task_id, fn, args, kwargs = pending.popleft()
         started = monotonic()
+        cpu_started = process_time()
         progress[1] = started
         progress[0] = task_id
         unhealthy = None
@@ -203,9 +206,10 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
             outcome = wire.RAISED if unhealthy is None else wire.RAISED_UNHEALTHY
             item = _error_report(exc)
         finished = monotonic()
+        cpu = process_time() - cpu_started
         progress[0] = 0.0
         del fn, args, kwargs
-        outbox.add(task_id, outcome, (started, finished), item)
+        outbox.add(task_id, outcome, (started, finished, cpu), item)
         del item
         tasks_done += 1
         reason = unhealthy
@@ -233,7 +237,7 @@ def _unpack(message: wire.RunBatch, pending: deque[Any], outbox: _Outbox, progre
         text = f"{type(exc).__qualname__}: {exc}"
         now = monotonic()
         for task_id in message.task_ids:
-            outbox.add(task_id, wire.UNREADABLE_TASK, (now, now), text)
+            outbox.add(task_id, wire.UNREADABLE_TASK, (now, now, 0.0), text)
         return
     finally:
         progress[0] = 0.0

@@ -17,6 +17,8 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
+from procpool.policy.load_history import LoadHistory
+
 # Busy share of each worker the sizing aims at (arrivals x task time / workers). Lower keeps
 # spare workers, so fewer tasks wait when arrivals bunch up, at 1/target times the workers;
 # 1.0 sizes the pool to the load itself, so a load at a whole number of workers queues
@@ -59,17 +61,6 @@ MEASURABLE_STEP = 0.25
 # deserves a new try. Lower retries on smaller rises, each try that fails leaving one more
 # busy worker behind.
 HOLD_RELEASE_GROWTH = 0.5
-# Arrivals the rate is measured over, at least: when the rate window counted fewer, it
-# stretches back until it holds as many. More steadies low rates but notices their changes
-# later; a rate from one or two arrivals swings from zero to absurd and back.
-_MIN_ARRIVALS = 4
-# Task times averaged over at least this many tasks when taken from the totals; fewer fall
-# back to the snapshot's recent mean. More is steadier, but needs longer windows.
-_MIN_TASKS = 4
-# Seconds of task times a scale-up is judged on, at most; it bounds the history kept (ticks
-# over twice this). Longer tasks are judged on fewer than four each, with the recent mean
-# when too few ended. Longer judges slow tasks more surely, with more memory and later.
-_LONGEST_JUDGING = 60.0
 _EPSILON = 1e-9  # so that 3.0000000001 workers does not round up to 4
 
 
@@ -119,14 +110,6 @@ class BurstDecision:
     # Why a wanted start was refused: "cpu" (the tasks already fill the cores) or "no-gain"
     # (the last scale-up did not raise what the pool completes); "" when nothing was refused.
     held: str = ""
-
-
-@dataclass(frozen=True)
-class _Sample:
-    now: float
-    arrived: int
-    ended: int
-    executed: float | None
 
 
 @dataclass
@@ -257,7 +240,7 @@ class BurstController:
         self.cpu_overcommit = cpu_overcommit
         self.min_gain = min_gain
         self.enabled: bool = bool(interval) and max_worker_count > worker_count
-        self._history: deque[_Sample] = deque()  # the totals at past ticks, oldest first
+        self._load = LoadHistory(rate_window, interval, lookahead)
         self._recommended: deque[int] = deque()  # sizes recommended at the latest ticks
         self._quiet_ticks = 0  # consecutive ticks recommending fewer workers than there are
         self._retiring: set[int] = set()  # sent the sentinel, still listed as idle
@@ -270,7 +253,7 @@ class BurstController:
             return BurstDecision(reason="hold: bursting disabled")
         # A retired worker that is no longer listed has exited: forget it.
         self._retiring &= set(snap.idle_burst_workers)
-        arrival, completion, rise = self._rates(snap)
+        arrival, completion, rise = self._load.rates(snap)
         workers = snap.base_workers + snap.burst_workers - len(self._retiring)
         free = max(workers - snap.busy_workers, 0)  # idle or starting: each takes a task
         untaken = max(snap.queued_tasks - free, 0)  # tasks no worker can take now
@@ -332,80 +315,6 @@ class BurstController:
             return BurstDecision(reason=f"hold: at max_worker_count ({why}); {facts}")
         return self._shrink(snap, workers, why, facts)
 
-    # -- measuring ---------------------------------------------------------------------------
-
-    def _rates(self, snap: BurstSnapshot) -> tuple[float, float, float]:
-        """Arrival and completion rates over the rate window; the arrivals' rise in tasks/s²."""
-        if snap.arrived_total is None or snap.ended_total is None:
-            self._history.clear()
-            return snap.arrival_rate, snap.completion_rate, 0.0
-        sample = _Sample(snap.now, snap.arrived_total, snap.ended_total,
-                         snap.executed_seconds_total)
-        history = self._history
-        if history and (history[-1].now >= snap.now or history[-1].arrived > sample.arrived
-                        or history[-1].ended > sample.ended):
-            history.clear()  # a clock or a counter that went back: measure afresh
-        history.append(sample)
-        window = self._window()
-        # Keep what the rise and two judging windows (before and after a scale-up) need.
-        keep = max(2 * window, 2 * self._judge_window(snap.mean_task_seconds)) + window
-        while len(history) > 2 and snap.now - history[1].now >= keep:
-            history.popleft()
-        if len(history) < 2:
-            return snap.arrival_rate, snap.completion_rate, 0.0
-        then = self._sample_before(snap.now - window)
-        if sample.arrived - then.arrived < _MIN_ARRIVALS:
-            # Too few arrivals to call it a rate (one task in 0.4 s is not 2.5/s): look
-            # further back, as far as the history goes, until enough were counted.
-            for older in reversed(history):
-                if older.now < then.now:
-                    then = older
-                    if sample.arrived - older.arrived >= _MIN_ARRIVALS:
-                        break
-        seconds = snap.now - then.now
-        arrival = (sample.arrived - then.arrived) / seconds
-        completion = (sample.ended - then.ended) / seconds
-        rise = 0.0
-        if self.lookahead > 0:
-            earlier = self._sample_before(then.now - window)
-            if earlier.now < then.now:
-                before = (then.arrived - earlier.arrived) / (then.now - earlier.now)
-                rise = max(0.0, (arrival - before) / ((snap.now - earlier.now) / 2))
-        return arrival, completion, rise
-
-    def _window(self) -> float:
-        """The rate window in seconds: at least one tick."""
-        return max(self.rate_window, self.interval or 0.0)
-
-    def _judge_window(self, mean: float | None) -> float:
-        """Seconds of task times a scale-up is judged on: two rate windows or four tasks."""
-        return max(2 * self._window(), min(4 * (mean or 0.0), _LONGEST_JUDGING))
-
-    def _sample_before(self, when: float) -> _Sample:
-        """The newest sample taken at ``when`` or before (half a tick of slack), else the oldest.
-
-        The slack keeps a tick that comes a little early from measuring over one tick less.
-        """
-        slack = (self.interval or 0.0) / 2
-        for sample in reversed(self._history):
-            if sample.now <= when + slack:
-                return sample
-        return self._history[0]
-
-    def _mean_over(self, snap: BurstSnapshot, seconds: float) -> float | None:
-        """Mean execution seconds of the tasks that ended in the last ``seconds``.
-
-        From the totals when they cover at least ``_MIN_TASKS`` tasks, else the snapshot's
-        recent mean (which lags: it follows the latest tasks one by one).
-        """
-        if self._history and snap.executed_seconds_total is not None:
-            then = self._sample_before(snap.now - seconds)
-            last = self._history[-1]
-            ended = last.ended - then.ended
-            if ended >= _MIN_TASKS and then.executed is not None and last.executed is not None:
-                return max(last.executed - then.executed, 0.0) / ended
-        return snap.mean_task_seconds
-
     # -- the gain check ----------------------------------------------------------------------
 
     def _opened(self, snap: BurstSnapshot, workers: int, size: int) -> None:
@@ -413,14 +322,14 @@ class BurstController:
         recent = snap.mean_task_seconds
         if snap.ended_total is None or not recent:
             return  # no counters, or no task time to judge by: no gain check
-        judge_at = snap.now + (snap.worker_start_seconds or 0.0) + self._judge_window(recent)
+        judge_at = snap.now + (snap.worker_start_seconds or 0.0) + self._load.judge_window(recent)
         probe = self._probe
         if probe is not None:
             probe.size = max(probe.size, size)
             probe.judge_at = max(probe.judge_at, judge_at)
             return
         ready = workers - snap.starting_workers
-        mean = self._mean_over(snap, self._judge_window(recent))
+        mean = self._load.mean_over(snap, self._load.judge_window(recent))
         if ready > 0 and mean:
             self._probe = _Probe(ready, mean, recent, size, judge_at)
 
@@ -430,7 +339,7 @@ class BurstController:
         Under a backlog n workers complete n / mean task time tasks/s (Little's law): 1.0
         when the task time did not change, 0.0 when it grew as much as the workers did.
         """
-        now = self._mean_over(snap, self._judge_window(mean))
+        now = self._load.mean_over(snap, self._load.judge_window(mean))
         if not now or workers <= before:
             return None
         return ((workers / now) / (before / mean) - 1) / (workers / before - 1)
@@ -458,7 +367,7 @@ class BurstController:
         gain = self._gain(snap, workers, probe.workers, probe.mean)
         if gain is None or gain >= self.min_gain:
             return
-        now = self._mean_over(snap, self._judge_window(probe.mean)) or 0.0
+        now = self._load.mean_over(snap, self._load.judge_window(probe.mean)) or 0.0
         self._hold = _Hold(
             cap=workers,
             workers=probe.workers,

@@ -9,6 +9,7 @@ counts within ``max_worker_count``.
 from __future__ import annotations
 
 import math
+import os
 from time import monotonic
 
 from procpool._log import logger
@@ -33,6 +34,8 @@ class BurstLoop:
             cooldown_ticks=cooldown_ticks(config.burst_cooldown, self._interval, None),
         )
         self.next_tick = monotonic() + self._interval
+        self._cores = usable_cores()
+        self._held = ""  # why the last decision refused a start ("cpu", "no-gain")
 
     @property
     def deadline(self) -> float | None:
@@ -71,11 +74,20 @@ class BurstLoop:
             idle_burst_workers=tuple(w.id for w in idle_burst),
             mean_task_seconds=state.records.metrics.recent_mean_execution(),
             worker_start_seconds=fleet.start_seconds,
+            arrived_total=state.records.arrived_total,
+            ended_total=state.records.ended_total,
+            executed_seconds_total=state.records.executed_total,
+            cpu_share=state.records.cpu.value,
+            usable_cores=self._cores,
         )
         self.controller.cooldown_ticks = cooldown_ticks(
             state.config.burst_cooldown, interval, fleet.start_seconds
         )
         decision = self.controller.decide(snapshot)
+        if decision.held != self._held:  # say why once, not at every tick
+            self._held = decision.held
+            if decision.held:
+                logger.info("burst: held ({})", decision.reason)
         # Workers still leaving (inside on_destroy) hold a process and a resource too:
         # the total of processes never passes max_worker_count.
         room = state.config.effective_max_workers - len(pool)
@@ -91,6 +103,14 @@ class BurstLoop:
                 worker = state.workers.get(worker_id)
                 if worker is not None and worker.state is WorkerState.IDLE:
                     fleet.retire(worker)
+
+
+def usable_cores() -> int:
+    """Cores this process (and so its workers) may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def cooldown_ticks(cooldown: float, interval: float, start_seconds: float | None) -> int:

@@ -37,6 +37,7 @@ Who owns what:
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -204,8 +205,9 @@ class Supervisor:
         records = self._state.records
         if records.user is not None:
             result: Metrics = records.user.metrics()
-            return result
-        return records.metrics.metrics()
+        else:
+            result = records.metrics.metrics()
+        return dataclasses.replace(result, cpu_share=records.cpu.value)
 
     def worker_handles(self) -> list[WorkerHandle]:
         with self._state.lock:
@@ -279,6 +281,7 @@ class Supervisor:
         with self._state.lock:
             count, records.pending_arrivals = records.pending_arrivals, 0
         if count:
+            records.arrived_total += count
             records.metrics.record_arrivals(count)
 
     def _handle_all(self, events: list[Event]) -> None:

@@ -64,11 +64,12 @@ class Recovery:
         code = outcome.outcome
         if code != wire.UNREADABLE_TASK:  # it ran: its time says how to batch its kind
             self._state.durations.record(task.kind, stamps.execution_time)
+        cpu = outcome.cpu_seconds
         if code == wire.OK:
-            records.end(stamps, failed=False)
+            records.end(stamps, failed=False, cpu_seconds=cpu)
             task.resolve(outcome.value)
         elif code == wire.RAISED:
-            records.end(stamps, failed=True)
+            records.end(stamps, failed=True, cpu_seconds=cpu)
             task.fail(outcome.value)
         elif code == wire.RAISED_UNHEALTHY:
             logger.warning("{} failed on an unhealthy worker: {!r}", task.describe(), outcome.value)

@@ -24,6 +24,7 @@ from procpool.errors import ResourceCreationError, ShutdownError
 from procpool.metrics import DefaultCollector, TaskStamps
 from procpool.policy.prefetch import TaskDurations
 from procpool.policy.queues import TaskQueues
+from procpool.policy.rates import RecentShare
 from procpool.tasks import Task, TaskState
 from procpool.workers import WorkerHandle, WorkerRole, WorkerState
 
@@ -62,8 +63,19 @@ class Records:
         self.metrics = DefaultCollector(config.metrics_window)
         self.user = config.collector
         self.pending_arrivals = 0  # under PoolState.lock
+        # Totals that never fall, and the recent CPU share: what the burst controller sizes
+        # from (its own short-window rates come from the totals' differences).
+        self.arrived_total = 0
+        self.ended_total = 0
+        self.executed_total = 0.0
+        self.cpu = RecentShare()
 
-    def end(self, stamps: TaskStamps, failed: bool) -> None:
+    def end(self, stamps: TaskStamps, failed: bool, cpu_seconds: float | None = None) -> None:
+        """A task ended; ``cpu_seconds`` when it ran in a worker that measured it."""
+        self.ended_total += 1
+        self.executed_total += stamps.execution_time
+        if cpu_seconds is not None:
+            self.cpu.record(max(0.0, cpu_seconds), stamps.execution_time)
         if failed:
             self.metrics.record_failure(stamps)
         else:
