@@ -63,14 +63,14 @@ class Config(Generic[R]):
     max_worker_count: int | None = None
     #: Seconds between burst decisions; None or 0 disables bursting.
     burst_interval: float | None = 0.2
-    #: Seconds without a backlog before idle burst workers start to leave (half of them
-    #: per burst tick); never less than a worker's measured start-up time (spawn +
-    #: on_create), since keeping an idle worker as long as it took to start one never costs
-    #: more than twice the best choice made in hindsight (the ski-rental rule). Longer keeps
-    #: warm workers through lulls (idle memory); shorter gives memory back sooner but may
-    #: retire workers the next wave needs. 1 s outlasts the gaps of a producer working in
-    #: sub-second waves and, with the start-up floor, suits slow-to-build resources too
-    #: (BENCHMARKS.md, "Elasticity (burst scaling)", compares it with 2 s).
+    #: Seconds over which the burst loop keeps the largest size it asked for before idle
+    #: burst workers leave (the stabilisation window of an autoscaler); never less than a
+    #: worker's measured start-up time (spawn + on_create), since keeping an idle worker as
+    #: long as it took to start one never costs more than twice the best choice made in
+    #: hindsight (the ski-rental rule). Longer keeps warm workers through lulls (idle
+    #: memory) and scales less often; shorter gives memory back sooner but may retire
+    #: workers the next wave needs. 1 s outlasts the gaps of a producer working in
+    #: sub-second waves (BENCHMARKS.md, "Elasticity (burst scaling)", compares it with 2 s).
     burst_cooldown: float = 1.0
     #: Retries of a task whose worker was unhealthy or died under it; 0 means none.
     max_retries: int = 0

@@ -37,3 +37,11 @@ def fail_after(resource: Any, seconds: float) -> None:
 def never_healthy(error: BaseException) -> bool:
     """check_health that calls every failure a broken resource (so it is retried)."""
     return False
+
+
+def spin(resource: Any, seconds: float) -> int:
+    """Busy on the CPU for ``seconds``: a CPU-bound task."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+    return os.getpid()

@@ -75,3 +75,9 @@ def boom(resource: Any, text: str = "boom") -> None:
 
 def failing_create() -> None:
     raise RuntimeError("licence server unreachable")
+
+
+def put_pid(queue: Any) -> int:
+    """on_create that announces its worker on a multiprocessing queue."""
+    queue.put(os.getpid())
+    return os.getpid()

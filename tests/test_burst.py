@@ -289,3 +289,31 @@ def test_the_burst_scaling_example_scales_up_and_back_down() -> None:
     assert "20 tasks completed" in done.stdout
     assert done.stdout.rstrip().endswith("Stopped.")
     assert elapsed < 30  # about 5 s on a quiet machine
+
+
+def test_metrics_report_the_cpu_share_of_recent_tasks(tmp_path: Path) -> None:
+    with TaskManager(burst_config(tmp_path, max_worker_count=None)) as manager:
+        assert manager.metrics().cpu_share is None  # no task ended yet
+        for f in [manager.queue_task(burst_tasks.spin, 0.05) for _ in range(6)]:
+            f.result(timeout=30)
+        cpu_bound = manager.metrics().cpu_share
+        assert cpu_bound is not None and cpu_bound > 0.6
+        for f in [manager.queue_task(burst_tasks.nap, 0.05, i) for i in range(30)]:
+            f.result(timeout=30)
+        sleepy = manager.metrics().cpu_share
+        assert sleepy is not None and sleepy < 0.3
+
+
+def test_cpu_bound_tasks_never_burst_past_the_cores(
+    tmp_path: Path, burst_log: list[str]
+) -> None:
+    from procpool.supervisor.bursting import usable_cores
+
+    cores = usable_cores()
+    config = burst_config(tmp_path, worker_count=min(2, cores), max_worker_count=cores + 6)
+    with TaskManager(config) as manager, Sampler(manager) as sampler:
+        futures = [manager.queue_task(burst_tasks.spin, 0.05) for _ in range(120)]
+        assert all(f.result(timeout=60) for f in futures)
+    peak = max(s.base_workers + s.burst_workers for s in sampler.stats)
+    assert peak <= cores + 1, peak
+    assert any("held" in line and "cpu share" in line for line in burst_log), burst_log

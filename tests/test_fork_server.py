@@ -280,7 +280,7 @@ def test_a_dead_server_is_replaced_on_the_next_start(backend: LocalBackend) -> N
 def test_a_server_that_cannot_start_fails_the_start_clearly(
     backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(spec_bytes: bytes) -> None:
+    def broken(spec: object) -> None:
         raise OSError("no more processes")
 
     monkeypatch.setattr(local, "ForkServerClient", broken)

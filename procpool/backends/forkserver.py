@@ -38,8 +38,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any, NamedTuple, NoReturn
 
-from procpool.backends import wire
-from procpool.backends.worker import kill_process_group, worker_main
+from procpool.backends.worker import SpecBox, kill_process_group, worker_main
 
 #: Name of the server process (as multiprocessing knows it).
 SERVER_NAME = "procpool-fork-server"
@@ -165,12 +164,12 @@ def recv_fds(sock: socket.socket, count: int) -> list[int]:
 class ForkServerClient:
     """One running server and its control connection, seen from the supervisor."""
 
-    def __init__(self, spec_bytes: bytes) -> None:
+    def __init__(self, spec: SpecBox) -> None:
         ctx = multiprocessing.get_context("forkserver")
         self.conn, server_end = ctx.Pipe(duplex=True)
         self._sock = socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
         self._process: BaseProcess = ctx.Process(
-            target=server_main, args=(server_end, spec_bytes), name=SERVER_NAME
+            target=server_main, args=(server_end, spec), name=SERVER_NAME
         )
         try:
             self._process.start()
@@ -241,14 +240,14 @@ class ForkServerClient:
 # -- server side ------------------------------------------------------------------
 
 
-def server_main(conn: Connection, spec_bytes: bytes) -> None:
+def server_main(conn: Connection, spec: SpecBox) -> None:
     """Entry point of the server process (the ``target`` of its Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the caller's process decides
     try:
-        wire.loads(spec_bytes)  # imports the modules of on_create & co, once for all workers
+        spec.open()  # imports the modules of on_create & co, once for all workers
     except BaseException:
         pass  # each worker loads the spec again and reports the error as a failed on_create
-    server = _Server(conn, spec_bytes)
+    server = _Server(conn, spec)
     try:
         server.run()
     finally:
@@ -262,9 +261,9 @@ def _on_sigchld(signum: int, frame: FrameType | None) -> None:
 class _Server:
     """The server's state and single-threaded loop."""
 
-    def __init__(self, conn: Connection, spec_bytes: bytes) -> None:
+    def __init__(self, conn: Connection, spec: SpecBox) -> None:
         self.conn = conn
-        self.spec_bytes = spec_bytes
+        self.spec = spec
         self.sock = socket.fromfd(conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
         self.children: set[int] = set()
         self.open = True  # False: stop serving (told to stop, or the supervisor is gone)
@@ -314,7 +313,7 @@ class _Server:
         try:
             process = multiprocessing.get_context("forkserver").Process(
                 target=_worker_entry,
-                args=(conn_fd, progress_fd, self.spec_bytes),
+                args=(conn_fd, progress_fd, self.spec),
                 name=f"procpool-worker-{worker_id}",
             )
             _flush_std_streams()
@@ -399,10 +398,10 @@ def _exited_child() -> int | None:
     return None if info is None else info.si_pid
 
 
-def _worker_entry(conn_fd: int, progress_fd: int, spec_bytes: bytes) -> None:
+def _worker_entry(conn_fd: int, progress_fd: int, spec: SpecBox) -> None:
     """The worker's target: wrap the fds it was passed, then the usual worker loop."""
     os.set_inheritable(conn_fd, False)  # as received it would be inherited by exec'd programs
-    worker_main(Connection(conn_fd), spec_bytes, open_progress(progress_fd))
+    worker_main(Connection(conn_fd), spec, open_progress(progress_fd))
 
 
 def _flush_std_streams() -> None:

@@ -42,7 +42,7 @@ from procpool.backends.base import (
 from procpool.backends.codec import decode_results, encode_batch
 from procpool.backends.forkserver import ForkServerClient
 from procpool.backends.local_worker import LocalWorker, exit_fd
-from procpool.backends.worker import WorkerSpec, kill_process_group, worker_main
+from procpool.backends.worker import SpecBox, WorkerSpec, kill_process_group, worker_main
 from procpool.config import Config
 
 #: Role of the fork server in :meth:`LocalBackend.helper_processes` (and in ``dump_stats``).
@@ -71,7 +71,7 @@ class LocalBackend(Backend):
     def __init__(self, start_method: str | None = None) -> None:
         self._start_method = start_method or ""
         self._ctx: Any = None
-        self._spec_bytes = b""
+        self._spec = SpecBox(None)
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -92,7 +92,7 @@ class LocalBackend(Backend):
     def open(self, config: Config[Any]) -> None:
         self._start_method = self._start_method or config.effective_start_method
         self._ctx = multiprocessing.get_context(self._start_method)
-        self._spec_bytes = wire.dumps(WorkerSpec.of(config))
+        self._spec = SpecBox(WorkerSpec.of(config))
 
     def start_worker(self, worker_id: int) -> None:
         if self._start_method == "forkserver":
@@ -132,7 +132,7 @@ class LocalBackend(Backend):
             close_fds = (parent_conn.fileno(), *others)
         process = self._ctx.Process(
             target=worker_main,
-            args=(child_conn, self._spec_bytes, progress, close_fds),
+            args=(child_conn, self._spec, progress, close_fds),
             name=f"procpool-worker-{worker_id}",
         )
         try:
@@ -187,7 +187,7 @@ class LocalBackend(Backend):
 
     def _running_server(self) -> ForkServerClient:
         if self._server is None:
-            server = ForkServerClient(self._spec_bytes)
+            server = ForkServerClient(self._spec)
             self._selector.register(server.conn, selectors.EVENT_READ, (_SERVER, server))
             self._server = server
             self._server_pid = server.pid

@@ -21,7 +21,7 @@ Worker -> supervisor
 from __future__ import annotations
 
 import pickle
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 # Outcome codes of one task inside :class:`Results`.
 OK = 0  #: payload item is the return value
@@ -89,6 +89,28 @@ def dumps(obj: Any) -> bytes:
 
     data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return data
+
+
+def dumps_for_child(obj: Any) -> bytes:
+    """Cloudpickle, with multiprocessing's own reducers too, while a process is started.
+
+    Objects such as a ``multiprocessing.Queue`` pickle only as part of a
+    process's start, and their pipes only through multiprocessing's reducers
+    (which pass the fds to the child); cloudpickle alone knows neither.
+    """
+    import io
+    from collections import ChainMap
+    from multiprocessing.reduction import ForkingPickler
+
+    import cloudpickle
+
+    class SpawningPickler(cloudpickle.CloudPickler):  # type: ignore[misc]
+        dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+            ForkingPickler(io.BytesIO()).dispatch_table, cloudpickle.CloudPickler.dispatch_table)
+
+    out = io.BytesIO()
+    SpawningPickler(out, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return out.getvalue()
 
 
 def dumps_fast(obj: Any) -> bytes:

@@ -66,6 +66,31 @@ class WorkerSpec:
                    config.max_tasks_per_worker, config.max_memory_per_worker)
 
 
+class SpecBox:
+    """A :class:`WorkerSpec` on its way to a worker process, opened inside the worker.
+
+    It is cloudpickled (so lambdas and closures travel) *while multiprocessing
+    starts the process*: objects that may only be handed over at a process's
+    start, such as a ``multiprocessing.Queue`` among ``on_create``'s arguments,
+    travel too. It is unpickled only by :meth:`open`, inside the worker's own
+    error handling, so a spec that cannot be loaded there (a module missing)
+    is reported as a failed ``on_create`` with its traceback. Under ``fork``
+    nothing is pickled: :meth:`open` returns the spec itself.
+    """
+
+    def __init__(self, spec: WorkerSpec | None, data: bytes = b"") -> None:
+        self._spec = spec
+        self._data = data
+
+    def __reduce__(self) -> tuple[Any, tuple[None, bytes]]:
+        return (SpecBox, (None, wire.dumps_for_child(self._spec) if self._spec else self._data))
+
+    def open(self) -> WorkerSpec:
+        if self._spec is None:
+            self._spec = wire.loads(self._data)
+        return self._spec
+
+
 def _watch_supervisor(conn: Connection, exiting: threading.Event) -> None:
     """Leave when the supervisor's end of the pipe closes (it died).
 
@@ -263,7 +288,7 @@ def _rss_reader() -> Callable[[], int]:
 
 
 def worker_main(
-    conn: Connection, spec_bytes: bytes, progress: Any, close_fds: tuple[int, ...] = ()
+    conn: Connection, spec_box: SpecBox, progress: Any, close_fds: tuple[int, ...] = ()
 ) -> None:
     """Entry point of a worker process (the ``target`` of its Process).
 
@@ -288,7 +313,7 @@ def worker_main(
     ).start()
     started = monotonic()
     try:
-        spec: WorkerSpec = wire.loads(spec_bytes)
+        spec = spec_box.open()
         resource = spec.on_create()
     except BaseException as exc:
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))

@@ -29,6 +29,8 @@ class Tick:
     completion_rate: float
     p95_ms: float  # 95th percentile execution time so far
     counts: Counts
+    #: recent tasks' CPU seconds per wall second (bursting holds at the cores near 1)
+    cpu_share: float | None = None
     processes: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -47,6 +49,7 @@ class Tick:
             completion_rate=metrics["task_completion_rate"] or 0.0,
             p95_ms=(metrics["p95_execution_time"] or 0.0) * 1000,
             counts=counts,
+            cpu_share=metrics.get("cpu_share"),
             processes=dump["processes"],
         )
 
@@ -60,6 +63,10 @@ class Tick:
         data.update(asdict(self.counts))
         data["processes"] = self.processes  # last: the long part
         return data
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,7 @@ class Recorder:
             "max_queued_tasks": max((t.queued_tasks + t.priority_tasks for t in ticks),
                                     default=0),
             "p95_ms": round(ticks[-1].p95_ms, 3) if ticks else 0.0,
+            "cpu_share": _rounded(ticks[-1].cpu_share if ticks else None),
             "burst_workers_started": sum(1 for e in self.events if e.kind == "start"),
             "burst_workers_stopped": sum(1 for e in self.events if e.kind == "stop"),
             "scale_events": [

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TextIO
 
 from procpool._extras import install_hint
 from procpool.demo.record import Tick
+from procpool.supervisor.bursting import usable_cores
 
 #: Ticks of history behind the sparklines of the live view.
 HISTORY = 24
@@ -86,6 +87,9 @@ def summary_lines(summary: dict[str, Any]) -> list[str]:
         f" {s['tasks_cancelled']} not started",
         f"  burst  up to {s['max_burst_workers']} burst workers at once;"
         f" {s['burst_workers_started']} started, {s['burst_workers_stopped']} left",
+        *([f"         held: the tasks were CPU-bound (cpu share {s['cpu_share']:.2f}), and"
+           f" more busy workers than the {usable_cores()} cores add no throughput"]
+          if (s.get("cpu_share") or 0) > 0.8 and not s["burst_workers_started"] else []),
         f"  queue  up to {s['max_queued_tasks']} tasks waiting;"
         f" p95 execution time {s['p95_ms']:.0f} ms",
         *([f"  plot   {s['plot']}"] if s.get("plot") else []),
@@ -142,6 +146,10 @@ class PlainView:
         self._out.flush()
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def plain_line(tick: Tick) -> str:
     c = tick.counts
     return (
@@ -149,7 +157,8 @@ def plain_line(tick: Tick) -> str:
         f" burst {tick.burst_workers} busy {tick.busy_workers} starting {tick.starting_workers}"
         f" | queued {tick.queued_tasks} priority {tick.priority_tasks}"
         f" | in {tick.arrival_rate:5.1f}/s out {tick.completion_rate:5.1f}/s"
-        f" | p95 {tick.p95_ms:4.0f} ms | done {c.completed} failed {c.failed}"
+        f" | p95 {tick.p95_ms:4.0f} ms | cpu {_share(tick.cpu_share)}"
+        f" | done {c.completed} failed {c.failed}"
         f" crashed {c.crashed}"
     )
 
@@ -256,6 +265,8 @@ def render(tick: Tick, info: RunInfo, history: dict[str, deque[float]], *,
         f"{tick.completion_rate:6.1f}/s",
     )
     pool.add_row("p95 time", "", f"{tick.p95_ms:6.0f} ms")
+    pool.add_row("cpu share", Text("1: CPU-bound", "dim"),
+                 f"{_share(tick.cpu_share):>9}")
     pool.add_row(
         "tasks", Text.assemble(str(c.submitted), (" submitted", "dim"), justify="right"),
         Text.assemble(str(c.completed), (" done  ", "dim"), (str(c.failed), "red"),

@@ -7,6 +7,8 @@ new backend joins by adding one entry to ``BACKENDS``.
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -218,6 +220,20 @@ def test_a_task_manager_runs_a_workload_on_the_backend(
         assert [f.result(timeout=WITHIN) for f in normal] == [2 * i for i in range(50)]
         with pytest.raises(tasks.BoomError):
             manager.queue_task(tasks.boom).result(timeout=WITHIN)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_on_create_may_take_objects_that_travel_only_at_process_start(method: str) -> None:
+    """A multiprocessing Queue among on_create's arguments (a logging queue, say)."""
+    queue = multiprocessing.get_context(method).Queue()
+    config = Config(on_create=functools.partial(tasks.put_pid, queue), worker_count=2,
+                    resource_pool_size=0, start_method=method)
+    with TaskManager(config) as manager:
+        announced = {queue.get(timeout=WITHIN), queue.get(timeout=WITHIN)}
+        assert announced == set(manager.worker_pids())
+    queue.close()
+    queue.join_thread()
 
 
 def test_a_backend_that_is_not_one_is_refused() -> None:
