@@ -22,7 +22,9 @@ if not getattr(current_process(), "_inheriting", False):
 __version__ = "0.1.0"
 
 _WHERE = {
+    "BrokenPoolError": "procpool.errors",
     "Config": "procpool.config",
+    "Executor": "procpool.executor",
     "MaxRetriesExceededError": "procpool.errors",
     "Metrics": "procpool.metrics",
     "MetricsCollector": "procpool.metrics",
@@ -41,7 +43,9 @@ _WHERE = {
 }
 
 __all__ = [
+    "BrokenPoolError",
     "Config",
+    "Executor",
     "MaxRetriesExceededError",
     "Metrics",
     "MetricsCollector",
@@ -63,6 +67,7 @@ __all__ = [
 if TYPE_CHECKING:
     from procpool.config import Config
     from procpool.errors import (
+        BrokenPoolError,
         MaxRetriesExceededError,
         ProcPoolError,
         RemoteError,
@@ -73,6 +78,7 @@ if TYPE_CHECKING:
         TaskTimeoutError,
         WorkerCrashedError,
     )
+    from procpool.executor import Executor
     from procpool.manager import TaskManager
     from procpool.metrics import Metrics, MetricsCollector, TaskStamps
     from procpool.supervisor import Stats

@@ -104,6 +104,12 @@ class WorkerCrashedError(ProcPoolError, BrokenProcessPool):
         return (type(self), (self.pid, self.exitcode, self.task))
 
 
+class BrokenPoolError(ProcPoolError, BrokenProcessPool):
+    """It broke: the pool cannot run tasks at all (``procpool.Executor``'s initializer
+    failed as its workers started). A ``concurrent.futures.BrokenExecutor``, as the
+    standard says; unlike a worker crash, which breaks nothing but its own task."""
+
+
 class TaskTimeoutError(ProcPoolError, TimeoutError):
     """It broke: the task ran past its timeout and its worker was terminated."""
 

@@ -8,23 +8,23 @@ builds tasks, hands them over and waits when asked to.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import functools
 import itertools
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future
 from time import monotonic
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from procpool._log import logger
 from procpool.backends.base import Backend
 from procpool.config import Config, _check_seconds
-from procpool.mapping import TASKS_AHEAD_PER_WORKER, OrderedResults
+from procpool.mapping import TASKS_AHEAD_PER_WORKER, OrderedResults, UnorderedResults
 from procpool.metrics import Metrics
 from procpool.policy.restarts import RestartBreaker
+from procpool.progress import length_of
+from procpool.shutdown import left, stop_escalating
 from procpool.supervisor import Stats, Supervisor, _live_supervisors
 from procpool.tasks import Task, TaskFuture, TaskOwner, kind_of, run_chunk
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 R = TypeVar("R")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class TaskManager(Generic[R]):
@@ -84,14 +85,14 @@ class TaskManager(Generic[R]):
         self._supervisor.start()
         # A manager the caller forgot still drains and exits: the supervisor
         # thread holds no reference to this facade, only to the supervisor.
-        # Not at interpreter exit: _stop_all_at_exit decides how to stop then.
+        # Not at interpreter exit: procpool.shutdown decides how to stop then.
         weakref.finalize(self, self._supervisor.begin_stop).atexit = False
 
     # -- submitting -------------------------------------------------------------
 
     def submit(
         self,
-        fn: Callable[..., T],
+        fn: Callable[Concatenate[R, ...], T],
         args: Iterable[Any] = (),
         kwargs: dict[str, Any] | None = None,
         *,
@@ -106,27 +107,33 @@ class TaskManager(Generic[R]):
         """
         return self._submit(fn, tuple(args), kwargs or {}, priority, once, timeout, False)
 
-    def queue_task(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TaskFuture[T]:
+    def queue_task(
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskFuture[T]:
         """Queue a normal task; retried on an unhealthy or crashed worker if allowed."""
         return self._submit(fn, args, kwargs, False, False, None, False)
 
     def queue_task_with_priority(
-        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> TaskFuture[T]:
         """Queue a task that starts before every normal task."""
         return self._submit(fn, args, kwargs, True, False, None, False)
 
-    def queue_task_once(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> TaskFuture[T]:
+    def queue_task_once(
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> TaskFuture[T]:
         """Queue a task that is never retried."""
         return self._submit(fn, args, kwargs, False, True, None, False)
 
     def queue_task_with_priority_once(
-        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> TaskFuture[T]:
         """Queue a priority task that is never retried."""
         return self._submit(fn, args, kwargs, True, True, None, False)
 
-    def run_task(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def run_task(
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """Run a task now, bypassing the queues, and return its result.
 
         It runs on one of ``resource_pool_size`` reserved workers; when all of
@@ -182,25 +189,57 @@ class TaskManager(Generic[R]):
 
     def map(
         self,
-        fn: Callable[..., T],
+        fn: Callable[Concatenate[R, ...], T],
         *iterables: Iterable[Any],
         chunksize: int = 1,
         timeout: float | None = None,
+        buffersize: int | None = None,
+        progress: bool = False,
     ) -> Iterator[T]:
         """Like built-in ``map``, run on the pool: results in input order, lazily.
 
-        The input is read as results are taken: at most about
-        ``TASKS_AHEAD_PER_WORKER`` (128) tasks per worker are submitted ahead
-        of the result being waited for, so an endless generator works in
+        The input is read as results are taken: at most ``buffersize`` tasks
+        (by default ``TASKS_AHEAD_PER_WORKER``, 128, per worker) are submitted
+        ahead of the result being waited for, so an endless generator works in
         constant memory. ``chunksize > 1`` sends that many items per task,
         cutting per-task overhead for small items. An item's exception is
         raised at that item. ``timeout`` bounds the wait for all results,
         counted from this call. Leaving the loop early (or dropping the
         iterator) cancels what is queued and reads no more input.
+        ``progress=True`` draws a progress bar on stderr (needs rich).
         """
+        return self._map(fn, iterables, chunksize, timeout, buffersize, progress, ordered=True)
+
+    def map_unordered(
+        self,
+        fn: Callable[Concatenate[R, ...], T],
+        *iterables: Iterable[Any],
+        chunksize: int = 1,
+        timeout: float | None = None,
+        buffersize: int | None = None,
+        progress: bool = False,
+    ) -> Iterator[T]:
+        """As :meth:`map`, but results come as their tasks finish (multiprocessing's
+        ``imap_unordered``): a slow item holds up no other."""
+        return self._map(fn, iterables, chunksize, timeout, buffersize, progress, ordered=False)
+
+    def _map(
+        self,
+        fn: Callable[..., T],
+        iterables: tuple[Iterable[Any], ...],
+        chunksize: int,
+        timeout: float | None,
+        buffersize: int | None,
+        progress: bool,
+        ordered: bool,
+    ) -> Iterator[T]:
         if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
             raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
+        if buffersize is not None and (
+                isinstance(buffersize, bool) or not isinstance(buffersize, int) or buffersize < 1):
+            raise ValueError(f"buffersize must be None or an int >= 1, got {buffersize!r}")
         deadline = None if timeout is None else monotonic() + timeout
+        total = length_of(iterables) if progress else None
         items = zip(*iterables)  # noqa: B905 -- like map(): stop at the shortest
         if chunksize == 1:
             calls: Iterator[tuple[Any, tuple[Any, ...]]] = ((fn, item) for item in items)
@@ -219,29 +258,42 @@ class TaskManager(Generic[R]):
                 self._supervisor.submit_many(tasks)
             return [task.future for task in tasks]
 
-        window = TASKS_AHEAD_PER_WORKER * self.config.effective_max_workers
-        return OrderedResults(submit, window, chunksize > 1, deadline)
+        window = buffersize or TASKS_AHEAD_PER_WORKER * self.config.effective_max_workers
+        results: Iterator[T] = (OrderedResults if ordered else UnorderedResults)(
+            submit, window, chunksize > 1, deadline)
+        if progress:
+            from procpool.progress import ProgressResults
+
+            name = getattr(getattr(fn, "func", fn), "__qualname__", "map")
+            results = ProgressResults(results, total, name)
+        return results
 
     # -- asyncio ----------------------------------------------------------------
 
-    async def queue_task_async(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def queue_task_async(
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """``await`` form of :meth:`queue_task`; cancelling the await cancels a queued task."""
         return await asyncio.wrap_future(self.queue_task(fn, *args, **kwargs))
 
     async def queue_task_with_priority_async(
-        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         return await asyncio.wrap_future(self.queue_task_with_priority(fn, *args, **kwargs))
 
-    async def queue_task_once_async(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def queue_task_once_async(
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         return await asyncio.wrap_future(self.queue_task_once(fn, *args, **kwargs))
 
     async def queue_task_with_priority_once_async(
-        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
         return await asyncio.wrap_future(self.queue_task_with_priority_once(fn, *args, **kwargs))
 
-    async def run_task_async(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    async def run_task_async(
+        self, fn: Callable[Concatenate[R, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """``await`` form of :meth:`run_task`: the event loop is not blocked."""
         future = self._submit(fn, args, kwargs, False, False, None, True)
         return await asyncio.wrap_future(future)
@@ -260,11 +312,12 @@ class TaskManager(Generic[R]):
         self._supervisor.request_terminate(task)
         return True
 
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, timeout: float | None = None, *, wait: bool = True) -> None:
         """Refuse new tasks, run every queued one, then let every worker leave gracefully.
 
         Returns when all worker processes have exited and the done-callbacks
-        of finished tasks have run. If that takes longer than ``timeout``
+        of finished tasks have run; at once with ``wait=False`` (the pool
+        stops in the background). If that takes longer than ``timeout``
         seconds, escalates to :meth:`kill` (and logs it). Idempotent and safe
         from several threads, and from a done-callback (which does not wait
         for the callbacks behind it).
@@ -272,12 +325,21 @@ class TaskManager(Generic[R]):
         deadline = None if timeout is None else monotonic() + timeout
         supervisor = self._supervisor
         supervisor.begin_stop()
-        if supervisor.join(timeout) and supervisor.callbacks.join(_left(deadline)):
+        if not wait:
+            return
+        if supervisor.join(timeout) and supervisor.callbacks.join(left(deadline)):
             return
         if supervisor.callbacks.on_own_thread():
             return
         logger.warning("procpool stop() did not finish within {} s; killing the pool", timeout)
         self.kill()
+
+    def cancel_queued(self) -> None:
+        """Refuse new tasks and cancel every queued one; running tasks finish.
+
+        Follow it with :meth:`stop` to wait for them and let the workers leave.
+        """
+        self._supervisor.cancel_queued()
 
     def kill(self) -> None:
         """Cancel queued tasks, terminate every worker now, fail running tasks with
@@ -298,7 +360,7 @@ class TaskManager(Generic[R]):
         then kill) and is raised once the pool is down.
         """
         interrupted = exc is not None and not isinstance(exc, Exception)
-        _stop_escalating([self._supervisor], cancel_queued=interrupted, reraise=True)
+        stop_escalating([self._supervisor], cancel_queued=interrupted, reraise=True)
 
     # -- looking ----------------------------------------------------------------
 
@@ -353,57 +415,3 @@ class TaskManager(Generic[R]):
     def stopped(self) -> bool:
         """True once every worker has exited after :meth:`stop` or :meth:`kill`."""
         return self._supervisor.finished
-
-
-def _left(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - monotonic())
-
-
-_ESCALATION = {
-    1: "cancelling the queued tasks; the running ones finish (Ctrl-C again to kill them)",
-    2: "killing the workers",
-}
-
-
-def _stop_escalating(supervisors: list[Supervisor], cancel_queued: bool, reraise: bool) -> None:
-    """Stop pools, one step harsher at each Ctrl-C: drain, cancel the queue, kill.
-
-    Each step waits for every pool's workers and done-callbacks. With
-    ``reraise``, a Ctrl-C that escalated is raised again once the pools are down.
-    """
-    level = 1 if cancel_queued else 0
-    interrupt: KeyboardInterrupt | None = None
-    while True:
-        try:  # the log line is inside: a Ctrl-C right after it still escalates
-            if level and supervisors:
-                logger.warning("interrupted: {}", _ESCALATION[level])
-            for supervisor in supervisors:
-                if level >= 2:
-                    supervisor.begin_kill()
-                elif level == 1:
-                    supervisor.cancel_queued()
-                supervisor.begin_stop()
-            for supervisor in supervisors:
-                supervisor.join()
-                if level < 2:
-                    supervisor.callbacks.join()
-            break
-        except KeyboardInterrupt as exc:
-            if level >= 2:
-                raise
-            level += 1
-            interrupt = exc
-    if interrupt is not None and reraise:
-        raise interrupt
-
-
-@atexit.register
-def _stop_all_at_exit() -> None:
-    """At interpreter exit, a manager nobody stopped drains its queue and stops.
-
-    After an uncaught Ctrl-C it cancels what is queued instead and lets the
-    running tasks finish; a Ctrl-C while it waits escalates (see ``__exit__``).
-    """
-    last = getattr(sys, "last_type", None)  # set by the traceback of an uncaught exception
-    interrupted = isinstance(last, type) and issubclass(last, KeyboardInterrupt)
-    _stop_escalating(list(_live_supervisors), cancel_queued=interrupted, reraise=False)

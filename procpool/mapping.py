@@ -1,4 +1,4 @@
-"""``TaskManager.map``'s result iterator: lazy, in order, with a bounded look-ahead.
+"""``TaskManager.map``'s result iterators: lazy, with a bounded look-ahead.
 
 Like a conveyor belt with a fixed number of trays: the input is read only as
 trays come free, so a ten-million-item generator, or an endless one, costs
@@ -7,15 +7,16 @@ are submitted and not yet yielded; when half of them have been yielded the
 belt is topped up in one submission (one lock, one wake-up), so workers stay
 fed while the caller consumes.
 
-Runs in the caller's thread (whoever iterates); the supervisor only sees the
-submissions.
+:class:`OrderedResults` yields in input order (``map``);
+:class:`UnorderedResults` as tasks finish (``map_unordered``). Both run in the
+caller's thread (whoever iterates); the supervisor only sees the submissions.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from time import monotonic
 from typing import Any, Generic, TypeVar
 
@@ -94,3 +95,75 @@ class OrderedResults(Iterator[T], Generic[T]):
 
     def _remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - monotonic())
+
+
+class UnorderedResults(Iterator[T], Generic[T]):
+    """Results of ``map_unordered`` as their tasks finish; otherwise as :class:`OrderedResults`.
+
+    Waiting uses :func:`concurrent.futures.wait`, which adds no done-callback:
+    no result pays the callback thread's hop.
+    """
+
+    def __init__(
+        self,
+        submit: Callable[[int], list[Future[Any]]],
+        window: int,
+        chunked: bool,
+        deadline: float | None,
+    ) -> None:
+        self._submit: Callable[[int], list[Future[Any]]] | None = submit
+        self._window = max(1, window)
+        self._chunked = chunked
+        self._deadline = deadline
+        self._pending: set[Future[Any]] = set(submit(self._window))
+        self._done: deque[Future[Any]] = deque()
+        self._chunk: deque[Any] = deque()
+
+    def __iter__(self) -> UnorderedResults[T]:
+        return self
+
+    def __next__(self) -> T:
+        while not self._chunk:
+            if not self._done:
+                if not self._pending:
+                    self.close()
+                    raise StopIteration
+                remaining = None if self._deadline is None else max(
+                    0.0, self._deadline - monotonic())
+                done, self._pending = wait(self._pending, remaining, FIRST_COMPLETED)
+                if not done:
+                    self.close()
+                    raise TimeoutError("map_unordered: no result within its timeout")
+                self._done.extend(done)
+                self._top_up()
+            future = self._done.popleft()
+            try:
+                value = future.result()
+            except BaseException:
+                self.close()
+                raise
+            del future
+            if not self._chunked:
+                result: T = value
+                return result
+            self._chunk.extend(value)
+            del value
+        return self._chunk.popleft()  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        """Cancel what is still queued and read no more input. Idempotent."""
+        self._submit = None
+        pending, self._pending = self._pending, set()
+        for future in pending:
+            future.cancel()
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _top_up(self) -> None:
+        if self._submit is None or len(self._pending) > self._window // 2:
+            return
+        more = self._submit(self._window - len(self._pending))
+        self._pending.update(more)
+        if not more:
+            self._submit = None

@@ -129,7 +129,7 @@ class Task:
 
     @property
     def name(self) -> str:
-        fn = self.fn
+        fn = getattr(self.fn, "func", self.fn)  # a partial, or a call without resource
         return getattr(fn, "__qualname__", None) or type(fn).__qualname__
 
     def describe(self) -> str:
@@ -168,6 +168,26 @@ def kind_of(fn: Callable[..., Any]) -> Hashable:
     target = getattr(fn, "func", fn)  # functools.partial: the function it wraps
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
     return (getattr(target, "__module__", None), name)
+
+
+class WithoutResource:
+    """Runs in the worker: ``fn(*args, **kwargs)``, leaving the resource out.
+
+    What ``procpool.Executor`` sends, since a ``concurrent.futures`` caller's
+    functions take no resource. ``func`` names the function for duration
+    estimates and error messages, as ``functools.partial`` does.
+    """
+
+    __slots__ = ("func",)
+
+    def __init__(self, func: Callable[..., Any]) -> None:
+        self.func = func
+
+    def __call__(self, resource: Any, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return repr(self.func)
 
 
 def run_chunk(resource: Any, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:

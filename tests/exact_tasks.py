@@ -87,3 +87,8 @@ def start_child_then_sleep(resource: Any, how: str, folder: str) -> None:
     """Start a child, note its pid, then run long (to be timed out or killed)."""
     Path(folder, f"child-{start_child(resource, how)}").touch()
     time.sleep(60)
+
+
+def spin_then_tell(resource: Any, seconds: float) -> tuple[int, float]:
+    """Busy for ``seconds``, then say which item this was."""
+    return spin(resource, seconds)[0], seconds

@@ -12,7 +12,9 @@ from procpool import errors
 
 def test_exports_are_exactly_the_documented_names() -> None:
     assert set(procpool.__all__) == {
+        "BrokenPoolError",
         "Config",
+        "Executor",
         "MaxRetriesExceededError",
         "Metrics",
         "MetricsCollector",
@@ -39,6 +41,7 @@ def test_errors_build_on_the_standard_hierarchy() -> None:
     assert issubclass(errors.TaskTimeoutError, TimeoutError)
     assert issubclass(errors.WorkerCrashedError, concurrent.futures.process.BrokenProcessPool)
     assert issubclass(errors.TaskPicklingError, TypeError)
+    assert issubclass(errors.BrokenPoolError, concurrent.futures.BrokenExecutor)
     for name in (
         "ShutdownError",
         "ResourceCreationError",

@@ -132,6 +132,7 @@ def explain_unpicklable(
     fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException
 ) -> str:
     """Say which part of a task cannot be pickled: the function or which argument."""
+    fn = getattr(fn, "func", fn)  # the function a wrapper (a partial) calls
     name = getattr(fn, "__qualname__", None) or repr(fn)
     parts: list[tuple[str, Any]] = [("the function", fn)]
     parts += [(f"positional argument {i}", arg) for i, arg in enumerate(args)]
