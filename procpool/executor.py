@@ -102,7 +102,10 @@ class Executor(futures.Executor):
     @property
     def manager(self) -> TaskManager[None]:
         """The :class:`~procpool.TaskManager` underneath (started if need be): its
-        ``stats()``, ``metrics()`` and ``dump_stats()``."""
+        ``stats()``, ``metrics()`` and ``dump_stats()``; after shutdown, the one that ran."""
+        with self._lock:
+            if self._manager is not None:
+                return self._manager
         return self._pool()
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> futures.Future[T]:

@@ -135,8 +135,8 @@ class UnorderedResults(Iterator[T], Generic[T]):
                     self.close()
                     raise TimeoutError("map_unordered: no result within its timeout")
                 self._done.extend(done)
-                self._top_up()
             future = self._done.popleft()
+            self._top_up()
             try:
                 value = future.result()
             except BaseException:
@@ -161,9 +161,10 @@ class UnorderedResults(Iterator[T], Generic[T]):
         self.close()
 
     def _top_up(self) -> None:
-        if self._submit is None or len(self._pending) > self._window // 2:
+        ahead = len(self._pending) + len(self._done)  # submitted, not yet yielded
+        if self._submit is None or ahead > self._window // 2:
             return
-        more = self._submit(self._window - len(self._pending))
+        more = self._submit(self._window - ahead)
         self._pending.update(more)
         if not more:
             self._submit = None

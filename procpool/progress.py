@@ -19,6 +19,7 @@ class ProgressResults(Iterator[T], Generic[T]):
     """``results``, counted on a rich progress bar as they are taken."""
 
     def __init__(self, results: Iterator[T], total: int | None, description: str) -> None:
+        self._closed = True  # until the bar is up: nothing to close
         try:
             from rich.progress import (
                 BarColumn,

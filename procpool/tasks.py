@@ -183,7 +183,7 @@ class WithoutResource:
     def __init__(self, func: Callable[..., Any]) -> None:
         self.func = func
 
-    def __call__(self, resource: Any, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, resource: Any, /, *args: Any, **kwargs: Any) -> Any:
         return self.func(*args, **kwargs)
 
     def __repr__(self) -> str:

@@ -397,13 +397,16 @@ def test_a_callback_blocking_on_another_task_of_the_pool_does_not_freeze_it(
 
 @pytest.mark.timeout(60)
 def test_a_callback_that_blocks_holds_up_neither_dispatch_nor_results(
-    start_method: str,
+    start_method: str, tmp_path: Path
 ) -> None:
     release = threading.Event()
     ran: list[str] = []
+    gate = Gate(tmp_path)
     with TaskManager(config(start_method)) as manager:
-        blocked = manager.queue_task(tasks.double, 1)
+        blocked = manager.queue_task(tasks.wait_gate, gate.path)
         blocked.add_done_callback(lambda f: (release.wait(WITHIN * 3), ran.append("first")))
+        gate.entered()
+        gate.open()  # the task ends only now: its callback runs on the callback thread
         blocked.result(timeout=WITHIN)
         later = [manager.queue_task(tasks.double, i) for i in range(50)]
         assert [f.result(timeout=WITHIN) for f in later] == [2 * i for i in range(50)]

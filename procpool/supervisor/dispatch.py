@@ -18,7 +18,7 @@ from time import monotonic
 
 from procpool.backends.base import Backend, TaskSpec
 from procpool.metrics import TaskStamps
-from procpool.policy.prefetch import PREFETCH_LIMIT
+from procpool.policy.prefetch import PREFETCH_LIMIT, PREFETCH_SECONDS
 from procpool.supervisor.state import PoolState, mark_running
 from procpool.tasks import Task, TaskState
 from procpool.workers import WorkerHandle, WorkerRole, WorkerState
@@ -98,15 +98,25 @@ class Dispatcher:
     # -- queued tasks ---------------------------------------------------------------
 
     def _hungry_workers(self) -> list[WorkerHandle]:
-        """Ready pool workers that may take more now, emptiest first."""
+        """Ready pool workers that may take more now, emptiest first.
+
+        A worker whose running task has run longer than a tiny one would is
+        not topped up with tiny tasks: its kind's estimate is out of date, and
+        they would wait behind it while another worker is free.
+        """
         durations = self._state.durations
+        overdue = monotonic() - PREFETCH_SECONDS
         hungry = []
         for worker in self._state.pool_workers():
             if not worker.ready:
                 continue
             held = worker.in_flight
-            if held and (held[-1].alone or len(held) >= durations.refill_below(held[-1].kind)):
-                continue
+            if held:
+                if held[-1].alone or len(held) >= durations.refill_below(held[-1].kind):
+                    continue
+                running = self._backend.running_task(worker.id)
+                if running is not None and running[1] < overdue:
+                    continue
             hungry.append(worker)
         hungry.sort(key=lambda w: len(w.in_flight))
         return hungry

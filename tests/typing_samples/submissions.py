@@ -1,4 +1,4 @@
-"""Checked by mypy in tests/test_typing.py: lines marked ``# error`` must be errors, no other."""
+"""Checked by mypy in tests/test_typing.py: the lines marked as errors must be, no other."""
 
 from __future__ import annotations
 
