@@ -113,7 +113,7 @@ class Executor(futures.Executor):
         try:
             return self._pool().submit(WithoutResource(fn), args, kwargs)
         except ShutdownError:
-            raise ShutdownError("cannot schedule new futures after shutdown") from None
+            raise RuntimeError("cannot schedule new futures after shutdown") from None
 
     def map(
         self,
@@ -134,7 +134,7 @@ class Executor(futures.Executor):
             return self._pool().map(WithoutResource(fn), *iterables, chunksize=chunksize,
                                     timeout=timeout, buffersize=buffersize)
         except ShutdownError:
-            raise ShutdownError("cannot schedule new futures after shutdown") from None
+            raise RuntimeError("cannot schedule new futures after shutdown") from None
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """No more submissions; ``cancel_futures`` cancels the queued ones; ``wait``

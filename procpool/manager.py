@@ -337,7 +337,9 @@ class TaskManager(Generic[R]):
     def cancel_queued(self) -> None:
         """Refuse new tasks and cancel every queued one; running tasks finish.
 
-        Follow it with :meth:`stop` to wait for them and let the workers leave.
+        The supervisor cancels them at its next pass, after giving free workers
+        what they can take at once (those tasks run). Follow it with
+        :meth:`stop` to wait for the running ones and let the workers leave.
         """
         self._supervisor.cancel_queued()
 

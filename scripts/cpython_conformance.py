@@ -121,6 +121,9 @@ def main() -> int:
         print(f"conformance: skipped, Python {sys.version.split()[0]} has no "
               "test.test_concurrent_futures")
         return 0
+    from test import support
+
+    support.verbose = False  # no per-test timings on stdout
     failed_any = False
     summary = []
     for method in args.methods:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import select
 import signal
+import sys
 import threading
 import traceback
 from collections import deque
@@ -320,7 +321,9 @@ def worker_main(
         message = f"on_create raised {type(exc).__qualname__}: {exc}"
         _send_quietly(conn, wire.CreateFailed(message, text))
         exiting.set()
-        os._exit(1)
+        # A normal exit, so that multiprocessing's exit handlers run: what on_create
+        # wrote to a multiprocessing queue (a log record) is flushed, not lost.
+        sys.exit(1)
     _send_quietly(conn, wire.Ready(os.getpid(), monotonic() - started))
     try:
         _serve(conn, spec, resource, progress)

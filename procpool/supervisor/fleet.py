@@ -31,6 +31,18 @@ from procpool.workers import WorkerHandle, WorkerRole, WorkerState
 #: slow hooks that were about to finish, shorter stops sooner.
 ABANDON_GRACE_SECONDS = 0.05
 
+#: How long a worker whose on_create failed may take to exit by itself (flushing what
+#: it wrote, such as a log record on a multiprocessing queue) before it is killed.
+#: Longer tolerates a slow flush; shorter fails the constructor sooner.
+FAILED_EXIT_SECONDS = 2.0
+
+#: When a first worker's on_create fails (the constructor raises), how long the other
+#: workers still starting may take to fail or finish by themselves before they are
+#: killed: one killed while writing to a multiprocessing queue would leave the queue's
+#: lock held, and the failing worker's last records would never be flushed. Longer is
+#: safer for slow hooks; shorter raises sooner.
+FAILED_START_GRACE_SECONDS = 0.5
+
 
 class Fleet:
     """Owns every change of a worker's state but those a result or a death makes."""
@@ -102,8 +114,14 @@ class Fleet:
             traceback_text,
         )
         worker.move(WorkerState.LEAVING)
+        if not worker.killed:  # it exits by itself; killed only if it does not
+            worker.abandon_at = monotonic() + FAILED_EXIT_SECONDS
         if not state.started.is_set():  # the constructor raises it, leaving no process
-            state.startup_error = error
+            state.startup_error = state.startup_error or error  # the first one says why
+            grace = monotonic() + FAILED_START_GRACE_SECONDS
+            for other in state.workers.values():
+                if other.state is WorkerState.STARTING and other.abandon_at is None:
+                    other.abandon_at = grace
             cancel_all(state.drop_queued(Lifecycle.KILLED), "killed")
             return
         now = monotonic()
@@ -168,15 +186,16 @@ class Fleet:
         config = self._state.config
         if worker.killed:
             return None
-        if worker.state is WorkerState.STARTING and worker.started_at is not None:
-            limit = config.create_timeout
-            return None if limit is None else worker.started_at + limit
-        if worker.state is WorkerState.LEAVING and worker.drained_at is not None:
-            limit = config.destroy_timeout
-            return None if limit is None else worker.drained_at + limit
-        if worker.state is WorkerState.LEAVING and worker.ready_at is None:
-            return worker.abandon_at  # left while starting: see leave_when_drained
-        return None
+        deadlines = []
+        started, create = worker.started_at, config.create_timeout
+        if worker.state is WorkerState.STARTING and started is not None and create is not None:
+            deadlines.append(started + create)
+        drained, destroy = worker.drained_at, config.destroy_timeout
+        if worker.state is WorkerState.LEAVING and drained is not None and destroy is not None:
+            deadlines.append(drained + destroy)
+        if worker.ready_at is None and worker.abandon_at is not None:
+            deadlines.append(worker.abandon_at)  # see leave_when_drained, kill_all
+        return min(deadlines) if deadlines else None
 
     def enforce_hook_timeouts(self, now: float) -> None:
         """Kill workers stuck in ``on_create`` or ``on_destroy`` past their timeout."""
@@ -186,9 +205,11 @@ class Fleet:
             if deadline is None or now < deadline:
                 continue
             worker.killed = True
-            if worker.ready_at is None and worker.state is WorkerState.LEAVING:
-                logger.debug("worker {} is still inside on_create at stop; terminating it",
+            if worker.ready_at is None and worker.abandon_at is not None \
+                    and now >= worker.abandon_at:
+                logger.debug("worker {} did not leave while starting; terminating it",
                              worker.id)
+                worker.move(WorkerState.LEAVING)  # not a failed create: nobody waits for it
             elif worker.state is WorkerState.STARTING:
                 self.on_create_failed(
                     worker,
@@ -249,8 +270,12 @@ class Fleet:
                 self.retire(worker)
 
     def kill_all(self) -> None:
-        """kill(): fail what runs, terminate every worker at once (SIGKILL)."""
+        """kill(): fail what runs, terminate every worker at once (SIGKILL), but one
+        still starting that was given a deadline (its on_create failed: it is exiting;
+        another's failed: see FAILED_START_GRACE_SECONDS). The deadline kills it."""
         for worker in list(self._state.workers.values()):
+            if worker.ready_at is None and worker.abandon_at is not None:
+                continue
             for task in worker.in_flight:
                 task.fail(ShutdownError(f"{task.describe()} was running when the manager was"
                                    f" killed; its worker (pid {worker.pid}) was terminated"))

@@ -85,6 +85,7 @@ class Supervisor:
         self._bursting = BurstLoop(self._state, self._fleet)
         self._thread = threading.Thread(target=self._run, name="procpool-supervisor", daemon=True)
         self._dump_hook: Callable[[], object] | None = None
+        self._cancel_requested = False  # cancel_queued() asked; under the state's lock
         self._next_dump = 0.0
         #: where the futures' done-callbacks run (see procpool.callbacks)
         self.callbacks = CallbackRunner()
@@ -176,8 +177,16 @@ class Supervisor:
         self._backend.wake()
 
     def cancel_queued(self) -> None:
-        """Refuse new work and cancel what is queued; running tasks finish (Ctrl-C)."""
-        cancel_all(self._state.drop_queued(Lifecycle.STOPPING), "stopped")
+        """Refuse new work and cancel what is queued; running tasks finish (Ctrl-C).
+
+        The supervisor cancels them after its next dispatch: a task that a free
+        worker can take at once is about to run, and runs (as the calls that
+        ProcessPoolExecutor has already queued to its workers do).
+        """
+        with self._state.lock:
+            if self._state.lifecycle is Lifecycle.RUNNING:
+                self._state.lifecycle = Lifecycle.STOPPING
+            self._cancel_requested = True
         self._backend.wake()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -231,10 +240,10 @@ class Supervisor:
                 self._handle_all(self._backend.wait(self._next_timeout()))
                 now = monotonic()
                 self._flush_arrivals()
+                fleet.enforce_hook_timeouts(now)
                 if state.lifecycle is Lifecycle.KILLED:
                     fleet.kill_all()
                     continue
-                fleet.enforce_hook_timeouts(now)
                 if not state.started.is_set():
                     continue  # the constructor still waits for the first workers
                 recovery.serve_terminate_requests()
@@ -242,6 +251,9 @@ class Supervisor:
                 self._bursting.tick(now)
                 fleet.replace_missing(now)
                 self._dispatcher.dispatch()
+                if self._cancel_requested:
+                    self._cancel_requested = False
+                    cancel_all(state.drop_queued(Lifecycle.STOPPING), "stopped")
                 fleet.leave_when_drained()
                 self._dump(now)
         except BaseException as exc:  # a bug here must not leave callers waiting forever
