@@ -23,9 +23,11 @@ worker has its own lifeline (worker.py) and leaves by itself.
 from __future__ import annotations
 
 import array
+import atexit
 import ctypes
 import mmap
 import multiprocessing
+import multiprocessing.util
 import os
 import selectors
 import signal
@@ -342,9 +344,16 @@ class _Server:
             os.close(self.wake_w)
             # multiprocessing's own child start-up and exit (current_process(), after-fork
             # hooks, finalizers, flushing stdout/stderr): a worker behaves as one it started.
+            # As its popen_fork does: exit handlers of the worker's own, then run at its end
+            # (since 3.12 the finalizers that flush a multiprocessing queue run only there).
+            atexit._clear()
+            atexit.register(multiprocessing.util._exit_function)  # type: ignore[attr-defined]
             code = process._bootstrap()  # type: ignore[attr-defined]
         finally:
-            os._exit(code)
+            try:
+                atexit._run_exitfuncs()
+            finally:
+                os._exit(code)
 
     def _reap(self) -> None:
         while (pid := _exited_child()) is not None:
