@@ -124,19 +124,20 @@ def main() -> int:
     from test import support
 
     support.verbose = False  # no per-test timings on stdout
-    failed_any = False
+    totals = [0, 0, 0]
     summary = []
     for method in args.methods:
         result = unittest.TextTestRunner(verbosity=1, stream=sys.stderr).run(suite_for(method))
         bad = len(result.failures) + len(result.errors) + len(result.unexpectedSuccesses)
         skipped = len(result.skipped)
         passed = result.testsRun - bad - skipped
-        failed_any |= bad > 0
-        summary.append(f"conformance {method}: {passed} passed, {bad} failed, {skipped} skipped")
-    print("\n".join(summary))
+        totals = [totals[0] + passed, totals[1] + bad, totals[2] + skipped]
+        summary.append(f"{method}: {passed} passed, {bad} failed, {skipped} skipped")
     print(f"replaced (they import the executor by name from concurrent.futures): "
           f"{', '.join(REPLACED)}")
-    return 1 if failed_any else 0
+    print("\n".join(summary))
+    print(f"conformance: {totals[0]} passed, {totals[1]} failed, {totals[2]} skipped")
+    return 1 if totals[1] else 0
 
 
 if __name__ == "__main__":
