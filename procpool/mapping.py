@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import TimeoutError as FuturesTimeoutError  # TimeoutError from 3.11
 from time import monotonic
 from typing import Any, Generic, TypeVar
 
@@ -133,7 +134,7 @@ class UnorderedResults(Iterator[T], Generic[T]):
                 done, self._pending = wait(self._pending, remaining, FIRST_COMPLETED)
                 if not done:
                     self.close()
-                    raise TimeoutError("map_unordered: no result within its timeout")
+                    raise FuturesTimeoutError("map_unordered: no result within its timeout")
                 self._done.extend(done)
             future = self._done.popleft()
             self._top_up()

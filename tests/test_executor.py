@@ -76,7 +76,7 @@ def test_map_is_lazy_ordered_and_raises_at_the_failing_item(start_method: str) -
             next(results)
         endless = executor.map(abs, itertools.count(), buffersize=8)
         assert list(itertools.islice(endless, 100)) == list(range(100))
-        with pytest.raises(TimeoutError):
+        with pytest.raises(concurrent.futures.TimeoutError):  # TimeoutError from 3.11
             list(executor.map(et.slow, [0, 0, 5], timeout=1))
         with pytest.raises(ValueError, match="buffersize"):
             executor.map(abs, [1], buffersize=0)

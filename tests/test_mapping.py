@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import sys
 from typing import Any
@@ -59,7 +60,7 @@ def test_map_unordered_raises_a_failing_items_error_and_times_out() -> None:
     with TaskManager(config()) as manager:
         with pytest.raises(TypeError):
             list(manager.map_unordered(tasks.add, [1, 2, "x"], [1, 1, 1]))
-        with pytest.raises(TimeoutError):
+        with pytest.raises(concurrent.futures.TimeoutError):  # TimeoutError from 3.11
             list(manager.map_unordered(tasks.sleep_for, [5, 5], timeout=0.5))
 
 
