@@ -29,8 +29,8 @@ T = TypeVar("T")
 TASKS_AHEAD_PER_WORKER = 128
 
 
-class OrderedResults(Iterator[T], Generic[T]):
-    """Results of ``map`` in input order; see the module docstring.
+class _Results(Iterator[T], Generic[T]):
+    """What both iterators share: the window, delivery of results and chunks, closing.
 
     ``submit(n)`` reads at most ``n`` more calls from the input, submits them
     and returns their futures (fewer once the input ends). A failing item's
@@ -50,18 +50,18 @@ class OrderedResults(Iterator[T], Generic[T]):
         self._window = max(1, window)
         self._chunked = chunked
         self._deadline = deadline
-        self._futures: deque[Future[Any]] = deque(submit(self._window))
         self._chunk: deque[Any] = deque()
+        self._keep(submit(self._window))
 
-    def __iter__(self) -> OrderedResults[T]:
+    def __iter__(self) -> _Results[T]:
         return self
 
     def __next__(self) -> T:
         while not self._chunk:
-            if not self._futures:
+            future = self._next_future()
+            if future is None:
                 self.close()
                 raise StopIteration
-            future = self._futures.popleft()
             self._top_up()
             try:
                 value = future.result(self._remaining())
@@ -79,93 +79,93 @@ class OrderedResults(Iterator[T], Generic[T]):
     def close(self) -> None:
         """Cancel what is still queued and read no more input. Idempotent."""
         self._submit = None
-        futures, self._futures = self._futures, deque()
-        for future in futures:
+        for future in self._take_all():
             future.cancel()
 
     def __del__(self) -> None:
         self.close()
 
     def _top_up(self) -> None:
-        if self._submit is None or len(self._futures) > self._window // 2:
+        ahead = self._ahead()  # submitted and not yet yielded
+        if self._submit is None or ahead > self._window // 2:
             return
-        more = self._submit(self._window - len(self._futures))
-        self._futures.extend(more)
+        more = self._submit(self._window - ahead)
+        self._keep(more)
         if not more:
             self._submit = None  # the input is exhausted
 
     def _remaining(self) -> float | None:
         return None if self._deadline is None else max(0.0, self._deadline - monotonic())
 
+    # -- what each order keeps, and how -------------------------------------------------
 
-class UnorderedResults(Iterator[T], Generic[T]):
-    """Results of ``map_unordered`` as their tasks finish; otherwise as :class:`OrderedResults`.
+    def _next_future(self) -> Future[Any] | None:
+        """The future whose result comes next; None once every one was taken."""
+        raise NotImplementedError
+
+    def _ahead(self) -> int:
+        raise NotImplementedError
+
+    def _keep(self, futures: list[Future[Any]]) -> None:
+        raise NotImplementedError
+
+    def _take_all(self) -> list[Future[Any]]:
+        raise NotImplementedError
+
+
+class OrderedResults(_Results[T]):
+    """Results of ``map`` in input order (see :class:`_Results`)."""
+
+    def __init__(self, submit: Callable[[int], list[Future[Any]]], window: int, chunked: bool,
+                 deadline: float | None) -> None:
+        self._futures: deque[Future[Any]] = deque()
+        super().__init__(submit, window, chunked, deadline)
+
+    def _next_future(self) -> Future[Any] | None:
+        return self._futures.popleft() if self._futures else None
+
+    def _ahead(self) -> int:
+        return len(self._futures)
+
+    def _keep(self, futures: list[Future[Any]]) -> None:
+        self._futures.extend(futures)
+
+    def _take_all(self) -> list[Future[Any]]:
+        futures, self._futures = list(self._futures), deque()
+        return futures
+
+
+class UnorderedResults(_Results[T]):
+    """Results of ``map_unordered`` as their tasks finish (see :class:`_Results`).
 
     Waiting uses :func:`concurrent.futures.wait`, which adds no done-callback:
     no result pays the callback thread's hop.
     """
 
-    def __init__(
-        self,
-        submit: Callable[[int], list[Future[Any]]],
-        window: int,
-        chunked: bool,
-        deadline: float | None,
-    ) -> None:
-        self._submit: Callable[[int], list[Future[Any]]] | None = submit
-        self._window = max(1, window)
-        self._chunked = chunked
-        self._deadline = deadline
-        self._pending: set[Future[Any]] = set(submit(self._window))
-        self._done: deque[Future[Any]] = deque()
-        self._chunk: deque[Any] = deque()
+    def __init__(self, submit: Callable[[int], list[Future[Any]]], window: int, chunked: bool,
+                 deadline: float | None) -> None:
+        self._pending: set[Future[Any]] = set()
+        self._done: deque[Future[Any]] = deque()  # finished, not yet yielded
+        super().__init__(submit, window, chunked, deadline)
 
-    def __iter__(self) -> UnorderedResults[T]:
-        return self
-
-    def __next__(self) -> T:
-        while not self._chunk:
-            if not self._done:
-                if not self._pending:
-                    self.close()
-                    raise StopIteration
-                remaining = None if self._deadline is None else max(
-                    0.0, self._deadline - monotonic())
-                done, self._pending = wait(self._pending, remaining, FIRST_COMPLETED)
-                if not done:
-                    self.close()
-                    raise FuturesTimeoutError("map_unordered: no result within its timeout")
-                self._done.extend(done)
-            future = self._done.popleft()
-            self._top_up()
-            try:
-                value = future.result()
-            except BaseException:
+    def _next_future(self) -> Future[Any] | None:
+        if not self._done:
+            if not self._pending:
+                return None
+            done, self._pending = wait(self._pending, self._remaining(), FIRST_COMPLETED)
+            if not done:
                 self.close()
-                raise
-            del future
-            if not self._chunked:
-                result: T = value
-                return result
-            self._chunk.extend(value)
-            del value
-        return self._chunk.popleft()  # type: ignore[no-any-return]
+                raise FuturesTimeoutError("map_unordered: no result within its timeout")
+            self._done.extend(done)
+        return self._done.popleft()
 
-    def close(self) -> None:
-        """Cancel what is still queued and read no more input. Idempotent."""
-        self._submit = None
-        pending, self._pending = self._pending, set()
-        for future in pending:
-            future.cancel()
+    def _ahead(self) -> int:
+        return len(self._pending) + len(self._done)
 
-    def __del__(self) -> None:
-        self.close()
+    def _keep(self, futures: list[Future[Any]]) -> None:
+        self._pending.update(futures)
 
-    def _top_up(self) -> None:
-        ahead = len(self._pending) + len(self._done)  # submitted, not yet yielded
-        if self._submit is None or ahead > self._window // 2:
-            return
-        more = self._submit(self._window - ahead)
-        self._pending.update(more)
-        if not more:
-            self._submit = None
+    def _take_all(self) -> list[Future[Any]]:
+        futures = [*self._pending, *self._done]
+        self._pending, self._done = set(), deque()
+        return futures

@@ -29,3 +29,10 @@ def no_leaked_children() -> Iterator[None]:
                 pass
         if described:
             pytest.fail(f"child processes outlived the test: {described}")
+
+
+@pytest.fixture(params=["fork", "forkserver"])
+def start_method(request: pytest.FixtureRequest) -> str:
+    """The start methods the pool's behaviour is tested under (spawn: tests/backends)."""
+    method: str = request.param
+    return method

@@ -314,6 +314,13 @@ def test_cpu_bound_tasks_never_burst_past_the_cores(
     with TaskManager(config) as manager, Sampler(manager) as sampler:
         futures = [manager.queue_task(burst_tasks.spin, 0.05) for _ in range(120)]
         assert all(f.result(timeout=60) for f in futures)
+        share = manager.metrics().cpu_share
+    assert share is not None
+    if share < 0.8:
+        # Other processes took the cores (a parallel test run): the tasks really spent
+        # part of their time waiting, so more workers than cores were allowed. The rule
+        # itself is tested in virtual time (tests/policy/test_burst.py).
+        pytest.skip(f"the machine is busy: the tasks' CPU share was {share:.2f}")
     peak = max(s.base_workers + s.burst_workers for s in sampler.stats)
     assert peak <= cores + 1, peak
     assert any("held" in line and "cpu share" in line for line in burst_log), burst_log

@@ -20,38 +20,21 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from time import monotonic
-from typing import Any
 
 import psutil
 import pytest
 
-from procpool import Config, TaskManager, TaskPicklingError, WorkerCrashedError
+from procpool import TaskManager, TaskPicklingError, WorkerCrashedError
 from procpool.mapping import TASKS_AHEAD_PER_WORKER
 from tests import exact_tasks as et
 from tests import tasks
 from tests.polling import wait_until
+from tests.pools import pool_config as config
 
 ROOT = Path(__file__).parent.parent
 
 #: Far above what the pool needs, so a loaded CI machine never makes a test flaky.
 WITHIN = 10.0
-
-
-@pytest.fixture(params=["fork", "forkserver"])
-def start_method(request: pytest.FixtureRequest) -> str:
-    method: str = request.param
-    return method
-
-
-def config(start_method: str, **overrides: Any) -> Config[Any]:
-    options: dict[str, Any] = {
-        "on_create": tasks.make_plain,
-        "worker_count": 2,
-        "resource_pool_size": 0,
-        "start_method": start_method,
-    }
-    options.update(overrides)
-    return Config(**options)
 
 
 def runs(folder: Path) -> Counter[str]:
@@ -293,9 +276,8 @@ def test_every_managers_workers_leave_soon_after_the_caller_is_killed(
         app.kill()
         app.wait()
         killed = monotonic()
-        while not all(gone(pid) for pid in pids) and monotonic() - killed < 2.0:
-            pass
-        assert [pid for pid in pids if not gone(pid)] == []
+        wait_until(lambda: all(gone(pid) for pid in pids), timeout=2.0)
+        assert monotonic() - killed < 2.0
     finally:
         app.kill()
         app.wait()

@@ -23,12 +23,6 @@ from tests import executor_tasks as et
 WITHIN = 30.0
 
 
-@pytest.fixture(params=["fork", "forkserver"])
-def start_method(request: pytest.FixtureRequest) -> str:
-    method: str = request.param
-    return method
-
-
 def test_max_workers_is_checked_and_defaults_to_the_usable_cores() -> None:
     for number in (0, -1):
         with pytest.raises(ValueError, match="max_workers must be greater than 0"):

@@ -32,21 +32,13 @@ from tests import hang_tasks as ht
 from tests import tasks
 from tests.gate import Gate
 from tests.polling import wait_until
+from tests.pools import pool_config as config
 from tests.processes import descendants
 
 ROOT = Path(__file__).parent.parent
 
 #: Far above what the pool needs (ms), so a loaded CI machine never makes a test flaky.
 WITHIN = 10.0
-
-METHODS = ["fork", "forkserver"]
-
-
-@pytest.fixture(params=METHODS)
-def start_method(request: pytest.FixtureRequest) -> str:
-    method: str = request.param
-    return method
-
 
 @pytest.fixture
 def logs() -> Iterator[list[str]]:
@@ -56,17 +48,6 @@ def logs() -> Iterator[list[str]]:
     yield lines
     logger.remove(sink)
     logger.disable("procpool")
-
-
-def config(start_method: str, **overrides: Any) -> Config[Any]:
-    options: dict[str, Any] = {
-        "on_create": tasks.make_plain,
-        "worker_count": 2,
-        "resource_pool_size": 0,
-        "start_method": start_method,
-    }
-    options.update(overrides)
-    return Config(**options)
 
 
 def all_gone(pids: list[int]) -> bool:
