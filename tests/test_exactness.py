@@ -193,6 +193,24 @@ def test_nothing_of_a_task_stays_referenced_once_its_future_is_dropped(
             gc.enable()
 
 
+@pytest.mark.timeout(120)
+def test_finished_tasks_leave_no_reference_cycle(start_method: str) -> None:
+    """Plain reference counting frees every task: the cyclic collector finds nothing."""
+    with TaskManager(config(start_method)) as manager:
+        for f in [manager.queue_task(tasks.double, i) for i in range(200)]:
+            f.result(timeout=WITHIN)
+        gc.collect()
+        gc.disable()
+        try:
+            futures = [manager.queue_task(tasks.double, i) for i in range(10_000)]
+            assert [f.result(timeout=WITHIN) for f in futures][-1] == 19_998
+            assert sum(manager.map(tasks.double, range(5_000), chunksize=10)) == 24_995_000
+            del futures
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+
+
 @pytest.mark.timeout(60)
 def test_a_big_result_is_freed_when_its_future_is_dropped(start_method: str) -> None:
     me = psutil.Process()
