@@ -24,3 +24,12 @@ def descendants() -> dict[int, psutil.Process]:
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
     return {p.pid: p for p in me.children(recursive=True) if p.pid not in helpers}
+
+
+def exited(pid: int) -> bool:
+    """Gone, or exited and waiting to be reaped (an orphan's reaper, PID 1 in some
+    containers, may never reap it): either way no longer running."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

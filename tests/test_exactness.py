@@ -30,6 +30,7 @@ from tests import exact_tasks as et
 from tests import tasks
 from tests.polling import wait_until
 from tests.pools import pool_config as config
+from tests.processes import exited as gone
 
 ROOT = Path(__file__).parent.parent
 
@@ -40,13 +41,6 @@ WITHIN = 10.0
 def runs(folder: Path) -> Counter[str]:
     """How many times each tagged task ran (tests.exact_tasks.noted)."""
     return Counter(p.name.split("-")[1] for p in folder.iterdir() if p.name.startswith("ran-"))
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 # == 1. the depth follows the tasks running now ================================

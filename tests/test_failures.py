@@ -40,6 +40,7 @@ from tests import failure_tasks as ft
 from tests import tasks
 from tests.gate import Gate
 from tests.polling import wait_until
+from tests.processes import exited as _exited
 
 ROOT = Path(__file__).parent.parent
 
@@ -628,15 +629,6 @@ if __name__ == "__main__":
     print(json.dumps(manager.worker_pids()), flush=True)
     sys.stdin.read()  # hold still until the test kills this process
 """
-
-
-def _exited(pid: int) -> bool:
-    """Gone, or exited and waiting to be reaped by PID 1 (which, in some containers,
-    never reaps): either way no longer running."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 @pytest.mark.parametrize(

@@ -28,18 +28,11 @@ from tests import fork_server_tasks as fst
 from tests import tasks
 from tests.gate import Gate
 from tests.polling import wait_until
+from tests.processes import exited
 
 ROOT = Path(__file__).parent.parent
 SERVER_ROLE = "fork-server"
 
-
-
-def exited(pid: int) -> bool:
-    """Gone, or a zombie waiting for a reaper (an orphan's reaper may be a lazy PID 1)."""
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def server_pid(manager: TaskManager[Any]) -> int | None:

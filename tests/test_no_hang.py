@@ -33,7 +33,7 @@ from tests import tasks
 from tests.gate import Gate
 from tests.polling import wait_until
 from tests.pools import pool_config as config
-from tests.processes import descendants
+from tests.processes import descendants, exited
 
 ROOT = Path(__file__).parent.parent
 
@@ -51,13 +51,7 @@ def logs() -> Iterator[list[str]]:
 
 
 def all_gone(pids: list[int]) -> bool:
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
+    return all(exited(pid) for pid in pids)
 
 
 # == 1. a task that cannot be pickled stalls nothing ===========================

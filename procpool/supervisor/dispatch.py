@@ -17,7 +17,6 @@ from collections.abc import Callable
 from time import monotonic
 
 from procpool.backends.base import Backend, TaskSpec
-from procpool.metrics import TaskStamps
 from procpool.policy.prefetch import PREFETCH_LIMIT, PREFETCH_SECONDS
 from procpool.supervisor.state import PoolState, mark_running
 from procpool.tasks import Task, TaskState
@@ -89,8 +88,7 @@ class Dispatcher:
         for task_id, error in self._backend.send(worker.id, specs):
             rejected = take_in_flight(worker, task_id)
             if rejected is not None:
-                now = monotonic()
-                self._state.records.end(TaskStamps(rejected.queued_at, now, now), failed=True)
+                self._state.records.end_now(rejected)
                 rejected.fail(error)
         if worker.state is WorkerState.BUSY and not worker.in_flight:
             worker.move(WorkerState.IDLE)
