@@ -98,9 +98,10 @@ class Backend(ABC):
 
     **Threads.** Every method is called from the pool's supervisor thread
     only, except :meth:`open` (the thread building the manager, before the
-    supervisor thread starts), :meth:`wake` (any thread) and
-    :meth:`helper_processes` (any thread, for monitoring). So a backend needs
-    no locks beyond what :meth:`wake` touches.
+    supervisor thread starts), :meth:`wake` (any thread),
+    :meth:`helper_processes` (any thread, for monitoring) and, where
+    :attr:`send_while_waiting` says so, :meth:`send`. So a backend needs no
+    locks beyond what those touch.
 
     **Events.** What happens reaches the supervisor as events returned by
     :meth:`wait`: for each ``start_worker(worker_id)``, in this order,
@@ -116,6 +117,14 @@ class Backend(ABC):
     outcome (see :class:`TaskOutcome`), and on :meth:`retire` finishes what
     it holds, calls ``on_destroy`` and exits.
     """
+
+    #: True when :meth:`send` may run on another thread while :meth:`wait` blocks on
+    #: the supervisor's (never beside any other method, nor another ``send``). Then a
+    #: submission that finds a worker idle sends its task from the caller's thread,
+    #: sparing the round trip a hand-off to the supervisor thread and back. A
+    #: backend that says so must also tolerate a ``send`` to a worker that ``wait``
+    #: just found gone (ignore it: the worker's :class:`WorkerGone` frees its tasks).
+    send_while_waiting: bool = False
 
     def open(self, config: Config[Any]) -> None:  # noqa: B027 -- optional hook
         """Take the pool's config (hooks, start method, sizes) before the first start.

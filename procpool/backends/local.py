@@ -1,7 +1,7 @@
 """Local backend: one OS process per worker, one duplex pipe each.
 
 Runs in the caller's process, on the supervisor thread (only :meth:`wake`
-is called from other threads).
+is called from other threads, and :meth:`send` while :meth:`wait` blocks).
 
 Why one pipe per worker rather than a shared queue: a worker that dies while
 writing can only break its own pipe, never a lock the others need, and the
@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import selectors
 import signal
+import threading
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -41,8 +42,8 @@ from procpool.backends.base import (
 )
 from procpool.backends.codec import decode_results, encode_batch
 from procpool.backends.forkserver import ForkServerClient
-from procpool.backends.local_worker import LocalWorker, exit_fd
-from procpool.backends.worker import SpecBox, WorkerSpec, kill_process_group, worker_main
+from procpool.backends.local_worker import LocalWorker, start_process
+from procpool.backends.worker import SpecBox, WorkerSpec, kill_process_group
 from procpool.config import Config
 
 #: Role of the fork server in :meth:`LocalBackend.helper_processes` (and in ``dump_stats``).
@@ -68,6 +69,8 @@ class LocalBackend(Backend):
     ``Config.start_method``; None takes the Config's (or the platform default).
     """
 
+    send_while_waiting = True
+
     def __init__(self, start_method: str | None = None) -> None:
         self._start_method = start_method or ""
         self._ctx: Any = None
@@ -85,6 +88,8 @@ class LocalBackend(Backend):
         #: forkserver only: worker ids waiting for a free start slot, oldest first
         self._start_backlog: deque[int] = deque()
         self._starts_in_flight = 0
+        #: a caller's send() runs beside wait(): no pipe is closed while it writes
+        self._conn_lock = threading.Lock()
         _live_backends.add(self)
 
     # -- starting and stopping ---------------------------------------------
@@ -115,42 +120,16 @@ class LocalBackend(Backend):
                               WorkerGone(worker_id, None, None, None)]
 
     def _start_process(self, worker_id: int) -> None:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        try:
-            progress = self._ctx.RawArray("d", 2)
-        except BaseException:
-            parent_conn.close()
-            child_conn.close()
-            raise
-        close_fds: tuple[int, ...] = ()
-        if self._start_method == "fork":
-            # A forked child copies every fd: it must drop the supervisor's end of
-            # its own pipe *and of every other worker's, in every pool of this
-            # process*, or that worker never sees its pipe close when the
-            # supervisor dies (see worker.py) until this one exits too.
-            others = (fd for backend in list(_live_backends) for fd in backend._lifeline_fds())
-            close_fds = (parent_conn.fileno(), *others)
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(child_conn, self._spec, progress, close_fds),
-            name=f"procpool-worker-{worker_id}",
-        )
-        try:
-            process.start()
-        except BaseException:
-            parent_conn.close()
-            raise
-        finally:
-            child_conn.close()
-        worker = LocalWorker(worker_id, parent_conn, progress)
-        worker.process = process
-        worker.pid = process.pid
+        # A forked child copies every fd: it must drop the supervisor's end of
+        # every worker's pipe, in every pool of this process, or that worker
+        # never sees its pipe close when the supervisor dies (see worker.py).
+        lifelines = (fd for backend in list(_live_backends) for fd in backend._lifeline_fds())
+        worker = start_process(self._ctx, worker_id, self._spec, lifelines)
+        assert worker.conn is not None and worker.pid is not None and worker.exit_fd is not None
         self._workers[worker_id] = worker
-        assert process.pid is not None
-        worker.exit_fd = exit_fd(process)
-        self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
+        self._selector.register(worker.conn, selectors.EVENT_READ, (_CONN, worker))
         self._selector.register(worker.exit_fd, selectors.EVENT_READ, (_SENTINEL, worker))
-        self._pending.append(WorkerStarted(worker_id, process.pid))
+        self._pending.append(WorkerStarted(worker_id, worker.pid))
 
     def _start_from_server(self, worker_id: int) -> None:
         """Ask the fork server for the worker; its pid (or failure) comes back in wait()."""
@@ -263,7 +242,10 @@ class LocalBackend(Backend):
         payload, tasks, rejected = encode_batch(tasks)
         if tasks:
             message = wire.RunBatch(tuple(t.task_id for t in tasks), payload)
-            self._workers[worker_id].send(message)
+            with self._conn_lock:
+                worker = self._workers.get(worker_id)
+                if worker is not None:  # else wait() found it gone: its tasks are freed
+                    worker.send(message)
         return rejected
 
     def running_task(self, worker_id: int) -> tuple[int, float] | None:
@@ -422,8 +404,9 @@ class LocalBackend(Backend):
             self._selector.unregister(worker.conn)
         except (KeyError, ValueError):
             pass
-        worker.conn.close()
-        worker.conn = None
+        with self._conn_lock:
+            worker.conn.close()
+            worker.conn = None
 
     def _read_one(self, worker: LocalWorker, events: list[Event]) -> None:
         assert worker.conn is not None

@@ -1,4 +1,5 @@
-"""The local backend's record of one worker process, and what can be done to it alone.
+"""The local backend's record of one worker process, how one is started, and what can
+be done to it alone.
 
 Supervisor thread only (it belongs to :class:`~procpool.backends.local.LocalBackend`).
 A worker is either a ``process`` of its own (``fork``, ``spawn``) or a child
@@ -10,11 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from procpool.backends import wire
+from procpool.backends.worker import SpecBox, worker_main
 
 if TYPE_CHECKING:
     from procpool.backends.forkserver import ForkServerClient
@@ -85,6 +88,43 @@ class LocalWorker:
         for fd in self.held_fds:
             os.close(fd)
         self.held_fds = []
+
+
+def start_process(
+    ctx: Any, worker_id: int, spec: SpecBox, lifelines: Iterable[int]
+) -> LocalWorker:
+    """Start a ``fork`` or ``spawn`` worker process with a duplex pipe of its own.
+
+    ``lifelines``: this process's ends of other workers' pipes, which a
+    ``fork`` child must close (only the generator's consumption is paid).
+    """
+    parent_conn, child_conn = ctx.Pipe(duplex=True)
+    try:
+        progress = ctx.RawArray("d", 2)
+    except BaseException:
+        parent_conn.close()
+        child_conn.close()
+        raise
+    close_fds: tuple[int, ...] = ()
+    if ctx.get_start_method() == "fork":
+        close_fds = (parent_conn.fileno(), *lifelines)
+    process = ctx.Process(
+        target=worker_main,
+        args=(child_conn, spec, progress, close_fds),
+        name=f"procpool-worker-{worker_id}",
+    )
+    try:
+        process.start()
+    except BaseException:
+        parent_conn.close()
+        raise
+    finally:
+        child_conn.close()
+    worker = LocalWorker(worker_id, parent_conn, progress)
+    worker.process = process
+    worker.pid = process.pid
+    worker.exit_fd = exit_fd(process)
+    return worker
 
 
 def exit_fd(process: BaseProcess) -> int:

@@ -49,7 +49,16 @@ class Dispatcher:
         pass. Passes repeat while they place tasks and the queue is not empty.
         """
         self._dispatch_immediate()
+        self.dispatch_queued()
+
+    def dispatch_queued(self) -> bool:
+        """The queues' part of :meth:`dispatch`. It starts no worker, so a caller's
+        thread holding the loop may run it (see ``Supervisor.submit_many``).
+
+        True when it sent a task with a timeout: a deadline for the supervisor to watch.
+        """
         state = self._state
+        timed = False
         while True:
             placed = False
             for worker in self._hungry_workers():
@@ -57,6 +66,7 @@ class Dispatcher:
                     batch = self._take(worker)
                 if batch:
                     placed = True
+                    timed = timed or batch[0].timeout is not None  # timed tasks go alone
                     self.send(worker, batch)
             with state.lock:
                 if state.queues and placed:
@@ -64,7 +74,7 @@ class Dispatcher:
                 # Read with the queue under the same lock: a submission either
                 # sees this flag set, or it is in the queue this check looked at.
                 state.wants_work = not state.queues and bool(self._hungry_workers())
-                return
+                return timed
 
     def serve_immediate(self, worker: WorkerHandle) -> bool:
         """Send the oldest live ``run_task`` call to ``worker``; False if none is waiting."""

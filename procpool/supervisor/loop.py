@@ -89,6 +89,12 @@ class Supervisor:
         self._next_dump = 0.0
         #: where the futures' done-callbacks run (see procpool.callbacks)
         self.callbacks = CallbackRunner()
+        # "The loop": held by the supervisor thread except while it waits on the
+        # backend, and by a caller's thread that sends its task to an idle worker
+        # itself (see submit_many). Whoever holds it owns the worker records and
+        # resolves futures; it is never waited for, only tried.
+        self._loop = threading.Lock()
+        self._loop_owner: int | None = None  # thread ident of the holder
 
     # == any thread ================================================================
 
@@ -115,13 +121,15 @@ class Supervisor:
             raise self._state.startup_error
 
     def submit(self, task: Task) -> None:
-        self.submit_many((task,), wake=task.immediate)
+        self.submit_many((task,))
 
-    def submit_many(self, tasks: Iterable[Task], wake: bool = True) -> None:
-        """Queue tasks under one lock acquisition; wake the loop if asked or if a worker
-        waits for work."""
+    def submit_many(self, tasks: Iterable[Task]) -> None:
+        """Queue tasks under one lock acquisition. When a worker waits for work, send
+        it some at once; a ``run_task`` call always wakes the supervisor (it may
+        have to start a worker)."""
         state = self._state
         count = 0
+        wake = False
         with state.lock:
             if state.lifecycle is not Lifecycle.RUNNING:
                 raise ShutdownError(f"cannot accept tasks: the manager is {state.lifecycle}")
@@ -130,18 +138,37 @@ class Supervisor:
                 state.next_task_id += 1
                 if task.immediate:
                     state.immediate.append(task)
+                    wake = True
                 else:
                     state.queues.push(task, task.priority)
                 count += 1
             state.records.pending_arrivals += count
-            wake = wake or state.wants_work
-            state.wants_work = False
+            hungry, state.wants_work = state.wants_work, False
         user = state.records.user
         if user is not None:
             for _ in range(count):
                 user.record_arrival()
-        if wake:
+        if hungry and not wake and self._send_directly():
+            return
+        if wake or hungry:
             self._backend.wake()
+
+    def _send_directly(self) -> bool:
+        """A worker waits for work: send it from this thread, saving the round trip
+        two thread hand-offs (here → supervisor → here) would cost.
+
+        Only while the supervisor thread waits on the backend (the loop is free)
+        and the backend allows it. False: the supervisor must be woken instead.
+        """
+        if not self._backend.send_while_waiting or not self._loop.acquire(blocking=False):
+            return False
+        self._loop_owner = threading.get_ident()
+        try:
+            timed = self._dispatcher.dispatch_queued()
+        finally:
+            self._loop_owner = None
+            self._loop.release()
+        return not timed  # a task's deadline: the supervisor must start watching it
 
     def on_cancelled(self, task: Task) -> None:
         """A queued task's future was cancelled: stop counting it as queued."""
@@ -155,7 +182,7 @@ class Supervisor:
     def run_callback(self, fn: Callable[[Future[Any]], object], future: Future[Any]) -> None:
         """Run a done-callback: handed to the callback thread when this loop resolved
         the future, at once anywhere else (see procpool.callbacks)."""
-        if threading.current_thread() is self._thread:
+        if self._loop_owner == threading.get_ident():
             self.callbacks.defer(fn, future)
         else:
             fn(future)
@@ -234,10 +261,11 @@ class Supervisor:
 
     def _run(self) -> None:
         state, fleet, recovery = self._state, self._fleet, self._recovery
+        self._hold_loop()
         try:
             fleet.start_initial()
             while not self._finished():
-                self._handle_all(self._backend.wait(self._next_timeout()))
+                self._handle_all(self._wait())
                 now = monotonic()
                 self._flush_arrivals()
                 fleet.enforce_hook_timeouts(now)
@@ -260,12 +288,29 @@ class Supervisor:
             logger.opt(exception=exc).error("procpool supervisor failed; killing the pool")
             self._crash_cleanup(exc)
         finally:
+            self._recovery.resolve_settled()
             self._backend.close()
             if self._dump_hook is not None:
                 self._dump(None)
             state.started.set()
             self.callbacks.close()
             _live_supervisors.discard(self)
+            # The loop stays held for good: no caller sends to the closed backend.
+
+    def _hold_loop(self) -> None:
+        self._loop.acquire()  # a caller holds it only for one dispatch pass
+        self._loop_owner = threading.get_ident()
+
+    def _wait(self) -> list[Event]:
+        """Wait for the backend with the loop free, so that callers may send meanwhile."""
+        timeout = self._next_timeout()
+        self._recovery.resolve_settled()
+        self._loop_owner = None
+        self._loop.release()
+        try:
+            return self._backend.wait(timeout)
+        finally:
+            self._hold_loop()
 
     def _finished(self) -> bool:
         state = self._state

@@ -47,6 +47,8 @@ class Recovery:
         self._backend = backend
         #: tasks whose worker ``cancel(terminate=True)`` asked to stop (any thread appends)
         self.terminate_requests: deque[Task] = deque()
+        #: ``(task, value, failed)`` of tasks that ran, for :meth:`resolve_settled`
+        self._settled: list[tuple[Task, object, bool]] = []
 
     # -- results --------------------------------------------------------------------
 
@@ -67,10 +69,10 @@ class Recovery:
         cpu = outcome.cpu_seconds
         if code == wire.OK:
             records.end(stamps, failed=False, cpu_seconds=cpu)
-            task.resolve(outcome.value)
+            self._settled.append((task, outcome.value, False))
         elif code == wire.RAISED:
             records.end(stamps, failed=True, cpu_seconds=cpu)
-            task.fail(outcome.value)
+            self._settled.append((task, outcome.value, True))
         elif code == wire.RAISED_UNHEALTHY:
             logger.warning("{} failed on an unhealthy worker: {!r}", task.describe(), outcome.value)
             self.retry_or_fail(task, outcome.value, stamps)
@@ -84,6 +86,18 @@ class Recovery:
                 f"the result of {task.describe()} could not be unpickled here: {outcome.value}"))
         elif code == wire.UNREADABLE_TASK:
             self._isolate_or_fail(task, str(outcome.value), stamps)
+
+    def resolve_settled(self) -> None:
+        """Resolve the futures of the tasks that ran, the last thing before the loop
+        sleeps: a caller woken by its result then finds the GIL free at once,
+        instead of waiting for the rest of the loop's pass."""
+        settled, self._settled = self._settled, []
+        for task, value, failed in settled:
+            if failed:
+                assert isinstance(value, BaseException)
+                task.fail(value)
+            else:
+                task.resolve(value)
 
     def _isolate_or_fail(self, task: Task, text: str, stamps: TaskStamps) -> None:
         """A batch could not be unpickled in the worker (nothing of it ran): re-send its
