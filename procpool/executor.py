@@ -120,12 +120,14 @@ class Executor(futures.Executor):
         fn: Callable[..., T],
         *iterables: Iterable[Any],
         timeout: float | None = None,
-        chunksize: int = 1,
+        chunksize: int | None = None,
         buffersize: int | None = None,
     ) -> Iterator[T]:
-        """``fn`` over the iterables, results in order, lazily: at most ``buffersize``
-        tasks (default: 128 per worker) run ahead of the result being waited for. An
-        item's exception is raised at that item; ``timeout`` counts from this call."""
+        """``fn`` over the iterables, results in order, lazily, as ``TaskManager.map``:
+        items travel in chunks sized by their time unless ``chunksize`` says (1: one
+        task per item); at most ``buffersize`` tasks run ahead of the result being
+        waited for. An item's exception is raised at that item; ``timeout`` counts
+        from this call."""
         if buffersize is not None and not isinstance(buffersize, int):
             raise TypeError("buffersize must be an integer or None")
         if buffersize is not None and buffersize < 1:

@@ -19,14 +19,21 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from procpool._log import logger
 from procpool.backends.base import Backend
+from procpool.chunking import MAX_CHUNK_ITEMS, ChunkSizer
 from procpool.config import Config, _check_seconds
-from procpool.mapping import TASKS_AHEAD_PER_WORKER, OrderedResults, UnorderedResults
+from procpool.mapping import (
+    CHUNKS_AHEAD_PER_WORKER,
+    TASKS_AHEAD_PER_WORKER,
+    AsDone,
+    InOrder,
+    results,
+)
 from procpool.metrics import Metrics
 from procpool.policy.restarts import RestartBreaker
 from procpool.progress import length_of
 from procpool.shutdown import left, stop_escalating
 from procpool.supervisor import Stats, Supervisor, _live_supervisors
-from procpool.tasks import Task, TaskFuture, TaskOwner, kind_of, run_chunk
+from procpool.tasks import MapChunk, Task, TaskFuture, TaskOwner, kind_of
 
 if TYPE_CHECKING:
     from procpool.procstats import StatsDumper
@@ -191,22 +198,29 @@ class TaskManager(Generic[R]):
         self,
         fn: Callable[Concatenate[R, ...], T],
         *iterables: Iterable[Any],
-        chunksize: int = 1,
+        chunksize: int | None = None,
         timeout: float | None = None,
         buffersize: int | None = None,
         progress: bool = False,
     ) -> Iterator[T]:
         """Like built-in ``map``, run on the pool: results in input order, lazily.
 
-        The input is read as results are taken: at most ``buffersize`` tasks
-        (by default ``TASKS_AHEAD_PER_WORKER``, 128, per worker) are submitted
-        ahead of the result being waited for, so an endless generator works in
-        constant memory. ``chunksize > 1`` sends that many items per task,
-        cutting per-task overhead for small items. An item's exception is
-        raised at that item. ``timeout`` bounds the wait for all results,
-        counted from this call. Leaving the loop early (or dropping the
-        iterator) cancels what is queued and reads no more input.
-        ``progress=True`` draws a progress bar on stderr (needs rich).
+        Items travel in chunks sized by how long they take (about 2 ms of work
+        each, see :mod:`procpool.chunking`): the first item per worker goes
+        alone, so slow items are never lumped together, while tiny ones reach
+        ``multiprocessing.Pool``'s speed without tuning. ``chunksize=n`` fixes
+        the size instead (1: one task per item). Each chunk is one task in the
+        queue, so priority tasks still go first. The input is read as results
+        are taken, so an endless generator works in constant memory: at most
+        ``buffersize`` tasks are submitted ahead of the one being waited for
+        (by default 4 chunks per worker, or 128 tasks per worker with a
+        ``chunksize``); without a ``chunksize``, ``buffersize`` counts items.
+        An item's exception is raised at that item, after the results before
+        it (a chunk that cannot be pickled fails as a whole, its error naming
+        the item). ``timeout`` bounds the wait for all results, counted from
+        this call. Leaving the loop early (or dropping the iterator) cancels
+        what is queued and reads no more input. ``progress=True`` draws a
+        progress bar on stderr (needs rich).
         """
         return self._map(fn, iterables, chunksize, timeout, buffersize, progress, ordered=True)
 
@@ -214,59 +228,73 @@ class TaskManager(Generic[R]):
         self,
         fn: Callable[Concatenate[R, ...], T],
         *iterables: Iterable[Any],
-        chunksize: int = 1,
+        chunksize: int | None = None,
         timeout: float | None = None,
         buffersize: int | None = None,
         progress: bool = False,
     ) -> Iterator[T]:
         """As :meth:`map`, but results come as their tasks finish (multiprocessing's
-        ``imap_unordered``): a slow item holds up no other."""
+        ``imap_unordered``): a slow item holds up no other chunk."""
         return self._map(fn, iterables, chunksize, timeout, buffersize, progress, ordered=False)
 
     def _map(
         self,
         fn: Callable[..., T],
         iterables: tuple[Iterable[Any], ...],
-        chunksize: int,
+        chunksize: int | None,
         timeout: float | None,
         buffersize: int | None,
         progress: bool,
         ordered: bool,
     ) -> Iterator[T]:
-        if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
-            raise ValueError(f"chunksize must be an int >= 1, got {chunksize!r}")
+        if chunksize is not None and (
+                isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError(f"chunksize must be None or an int >= 1, got {chunksize!r}")
         if buffersize is not None and (
                 isinstance(buffersize, bool) or not isinstance(buffersize, int) or buffersize < 1):
             raise ValueError(f"buffersize must be None or an int >= 1, got {buffersize!r}")
         deadline = None if timeout is None else monotonic() + timeout
-        total = length_of(iterables) if progress else None
-        items = zip(*iterables)  # noqa: B905 -- like map(): stop at the shortest
-        if chunksize == 1:
-            calls: Iterator[tuple[Any, tuple[Any, ...]]] = ((fn, item) for item in items)
-        else:
-            calls = (
-                (run_chunk, (fn, chunk))
-                for chunk in iter(lambda: list(itertools.islice(items, chunksize)), [])
-            )
-        kind = ("map chunk", kind_of(fn), chunksize)
+        length = length_of(iterables)
+        workers = self.config.effective_max_workers
+        spread = len(iterables) != 1  # items are tuples of arguments
+        items = zip(*iterables) if spread else iter(iterables[0])  # noqa: B905 -- like map()
+        window = buffersize or (TASKS_AHEAD_PER_WORKER if chunksize else
+                                CHUNKS_AHEAD_PER_WORKER) * workers
+        most = MAX_CHUNK_ITEMS
+        if chunksize is None and buffersize is not None:  # at most buffersize items ahead
+            window = min(buffersize, CHUNKS_AHEAD_PER_WORKER * workers)
+            most = buffersize // window
+        sizer = None if chunksize == 1 else ChunkSizer(chunksize, workers, length, most)
+        fn_kind = kind_of(fn)
+        chunk_fn = MapChunk(fn, spread)
+
+        def chunks(sizer: ChunkSizer) -> Iterator[tuple[Callable[..., Any], tuple[Any, ...],
+                                                        Hashable]]:
+            while chunk := list(itertools.islice(items, size := sizer.next_size())):
+                yield chunk_fn, (chunk,), ("map chunk", fn_kind, size.bit_length())
 
         def submit(count: int) -> list[Future[Any]]:
+            calls: list[tuple[Callable[..., Any], tuple[Any, ...], Hashable]] = []
+            if sizer is None:  # one task per item
+                calls = [(fn, item if spread else (item,), fn_kind)
+                         for item in itertools.islice(items, count)]
+            else:
+                calls = list(itertools.islice(chunks(sizer), count))
             now = monotonic()
-            tasks = [self._new_task(call, call_args, {}, queued_at=now, kind=kind)
-                     for call, call_args in itertools.islice(calls, count)]
+            tasks = [self._new_task(call, args, {}, queued_at=now, kind=kind)
+                     for call, args, kind in calls]
             if tasks:
                 self._supervisor.submit_many(tasks)
             return [task.future for task in tasks]
 
-        window = buffersize or TASKS_AHEAD_PER_WORKER * self.config.effective_max_workers
-        results: Iterator[T] = (OrderedResults if ordered else UnorderedResults)(
-            submit, window, chunksize > 1, deadline)
+        belt = (InOrder if ordered else AsDone)(submit, window, sizer, workers, deadline)
+        values: Iterator[T] = results(belt)
         if progress:
             from procpool.progress import ProgressResults
 
             name = getattr(getattr(fn, "func", fn), "__qualname__", "map")
-            results = ProgressResults(results, total, name)
-        return results
+            values = ProgressResults(values, length, name)
+        return values
 
     # -- asyncio ----------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``TaskManager.map``'s result iterators: lazy, with a bounded look-ahead.
+"""``TaskManager.map``'s results: lazy, with a bounded look-ahead.
 
 Like a conveyor belt with a fixed number of trays: the input is read only as
 trays come free, so a ten-million-item generator, or an endless one, costs
@@ -7,9 +7,10 @@ are submitted and not yet yielded; when half of them have been yielded the
 belt is topped up in one submission (one lock, one wake-up), so workers stay
 fed while the caller consumes.
 
-:class:`OrderedResults` yields in input order (``map``);
-:class:`UnorderedResults` as tasks finish (``map_unordered``). Both run in the
-caller's thread (whoever iterates); the supervisor only sees the submissions.
+A :class:`Belt` keeps the trays (:class:`InOrder` for ``map``,
+:class:`AsDone` for ``map_unordered``); :func:`results` is the generator the
+caller iterates, in its own thread. Leaving it early, an error, or dropping
+it closes the belt: what is still queued is cancelled, no more input is read.
 """
 
 from __future__ import annotations
@@ -19,62 +20,64 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures import TimeoutError as FuturesTimeoutError  # TimeoutError from 3.11
 from time import monotonic
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
+
+from procpool.chunking import ChunkSizer
+from procpool.tasks import ChunkFailed
 
 T = TypeVar("T")
 
-#: Tasks submitted ahead per worker that can run them. Enough to refill every
-#: worker's prefetch twice over (throughput for tiny tasks); more only costs
-#: memory, fewer starves the workers while the caller is busy with a result.
+#: Tasks submitted ahead per worker when each carries one item. Enough to refill
+#: every worker's prefetch twice over (throughput for tiny tasks); more only
+#: costs memory, fewer starves the workers while the caller is busy with a result.
 TASKS_AHEAD_PER_WORKER = 128
 
+#: Chunks submitted ahead per worker when they are sized by time: one running,
+#: one held behind it, two more to cover the caller's own delays.
+CHUNKS_AHEAD_PER_WORKER = 4
 
-class _Results(Iterator[T], Generic[T]):
-    """What both iterators share: the window, delivery of results and chunks, closing.
 
-    ``submit(n)`` reads at most ``n`` more calls from the input, submits them
-    and returns their futures (fewer once the input ends). A failing item's
-    exception is raised where that item would be; then, as on ``close()``, on
-    leaving the loop early or when the iterator is dropped, the tasks still
-    queued are cancelled and the input is not read any further.
+class Belt:
+    """What was submitted and not yet yielded, and how to submit more.
+
+    ``submit(n)`` reads at most ``n`` more tasks' worth of input, submits
+    them and returns their futures (fewer once the input ends). ``sizer``,
+    for chunked maps, hears each chunk's time; until it has measured one,
+    only one chunk per worker is out.
     """
 
     def __init__(
         self,
         submit: Callable[[int], list[Future[Any]]],
         window: int,
-        chunked: bool,
+        sizer: ChunkSizer | None,
+        workers: int,
         deadline: float | None,
     ) -> None:
         self._submit: Callable[[int], list[Future[Any]]] | None = submit
         self._window = max(1, window)
-        self._chunked = chunked
+        self._sizer = sizer
+        self._probe = max(1, workers)
         self._deadline = deadline
-        self._chunk: deque[Any] = deque()
-        self._keep(submit(self._window))
+        self._top_up()
 
-    def __iter__(self) -> _Results[T]:
-        return self
+    def next_future(self) -> Future[Any] | None:
+        """The future whose values come next, after topping up; None at the end."""
+        self._top_up()
+        return self._next()
 
-    def __next__(self) -> T:
-        while not self._chunk:
-            future = self._next_future()
-            if future is None:
-                self.close()
-                raise StopIteration
-            self._top_up()
-            try:
-                value = future.result(self._remaining())
-            except BaseException:
-                self.close()
-                raise
-            del future
-            if not self._chunked:
-                result: T = value
-                return result
-            self._chunk.extend(value)
-            del value
-        return self._chunk.popleft()  # type: ignore[no-any-return]
+    def values_of(self, future: Future[Any]) -> tuple[list[Any], BaseException | None]:
+        """The values ``future`` carries, and the error to raise after them, if any."""
+        remaining = None if self._deadline is None else max(0.0, self._deadline - monotonic())
+        if self._sizer is None:
+            return [future.result(remaining)], None
+        try:
+            seconds, values = future.result(remaining)
+        except ChunkFailed as failed:
+            failed.error.__cause__ = failed.__cause__  # the worker's traceback
+            return failed.values, failed.error
+        self._sizer.observe(seconds, len(values))
+        return values, None
 
     def close(self) -> None:
         """Cancel what is still queued and read no more input. Idempotent."""
@@ -86,21 +89,20 @@ class _Results(Iterator[T], Generic[T]):
         self.close()
 
     def _top_up(self) -> None:
+        window = self._window
+        if self._sizer is not None and not self._sizer.measured:
+            window = self._probe  # one item per worker until one's time is known
         ahead = self._ahead()  # submitted and not yet yielded
-        if self._submit is None or ahead > self._window // 2:
+        if self._submit is None or ahead > window // 2:
             return
-        more = self._submit(self._window - ahead)
+        more = self._submit(window - ahead)
         self._keep(more)
         if not more:
             self._submit = None  # the input is exhausted
 
-    def _remaining(self) -> float | None:
-        return None if self._deadline is None else max(0.0, self._deadline - monotonic())
-
     # -- what each order keeps, and how -------------------------------------------------
 
-    def _next_future(self) -> Future[Any] | None:
-        """The future whose result comes next; None once every one was taken."""
+    def _next(self) -> Future[Any] | None:
         raise NotImplementedError
 
     def _ahead(self) -> int:
@@ -113,15 +115,14 @@ class _Results(Iterator[T], Generic[T]):
         raise NotImplementedError
 
 
-class OrderedResults(_Results[T]):
-    """Results of ``map`` in input order (see :class:`_Results`)."""
+class InOrder(Belt):
+    """``map``: futures in input order."""
 
-    def __init__(self, submit: Callable[[int], list[Future[Any]]], window: int, chunked: bool,
-                 deadline: float | None) -> None:
+    def __init__(self, *args: Any) -> None:
         self._futures: deque[Future[Any]] = deque()
-        super().__init__(submit, window, chunked, deadline)
+        super().__init__(*args)
 
-    def _next_future(self) -> Future[Any] | None:
+    def _next(self) -> Future[Any] | None:
         return self._futures.popleft() if self._futures else None
 
     def _ahead(self) -> int:
@@ -135,26 +136,25 @@ class OrderedResults(_Results[T]):
         return futures
 
 
-class UnorderedResults(_Results[T]):
-    """Results of ``map_unordered`` as their tasks finish (see :class:`_Results`).
+class AsDone(Belt):
+    """``map_unordered``: futures as their tasks finish.
 
     Waiting uses :func:`concurrent.futures.wait`, which adds no done-callback:
     no result pays the callback thread's hop.
     """
 
-    def __init__(self, submit: Callable[[int], list[Future[Any]]], window: int, chunked: bool,
-                 deadline: float | None) -> None:
+    def __init__(self, *args: Any) -> None:
         self._pending: set[Future[Any]] = set()
         self._done: deque[Future[Any]] = deque()  # finished, not yet yielded
-        super().__init__(submit, window, chunked, deadline)
+        super().__init__(*args)
 
-    def _next_future(self) -> Future[Any] | None:
+    def _next(self) -> Future[Any] | None:
         if not self._done:
             if not self._pending:
                 return None
-            done, self._pending = wait(self._pending, self._remaining(), FIRST_COMPLETED)
+            remaining = None if self._deadline is None else max(0.0, self._deadline - monotonic())
+            done, self._pending = wait(self._pending, remaining, FIRST_COMPLETED)
             if not done:
-                self.close()
                 raise FuturesTimeoutError("map_unordered: no result within its timeout")
             self._done.extend(done)
         return self._done.popleft()
@@ -169,3 +169,19 @@ class UnorderedResults(_Results[T]):
         futures = [*self._pending, *self._done]
         self._pending, self._done = set(), deque()
         return futures
+
+
+def results(belt: Belt) -> Iterator[Any]:
+    """Yield every value on ``belt``; an item's error is raised where that item is."""
+    try:
+        while True:
+            future = belt.next_future()
+            if future is None:
+                return
+            values, error = belt.values_of(future)
+            del future
+            yield from values
+            if error is not None:
+                raise error
+    finally:
+        belt.close()

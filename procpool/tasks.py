@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError
+from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -190,9 +192,53 @@ class WithoutResource:
         return repr(self.func)
 
 
-def run_chunk(resource: Any, fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
-    """Runs in the worker: one task that calls ``fn`` on each item of a ``map`` chunk.
+class ChunkFailed(Exception):
+    """Raised by :class:`MapChunk`: item ``len(values)`` of a chunk raised ``error``.
 
-    It lives here, in a module a worker loads cheaply, not beside ``map``.
+    ``values`` are the results of the items before it, so that ``map``
+    yields them and raises ``error`` where that item would be. A worker's
+    ``check_health`` is asked about ``error`` itself.
     """
-    return [fn(resource, *item) for item in chunk]
+
+    def __init__(self, values: list[Any], error: BaseException) -> None:
+        super().__init__(values, error)
+        self.values = values
+        self.error = error
+
+    def __str__(self) -> str:
+        return f"{type(self.error).__qualname__}: {self.error}"
+
+
+class MapChunk:
+    """Runs in the worker: one task that calls ``func`` on each item of a ``map`` chunk.
+
+    Sent as ``MapChunk(func, spread)(resource, items)``. ``spread``: each item
+    is a tuple of arguments (``map`` over several iterables), else the one
+    argument. Returns the seconds it took, by which the next chunks are sized
+    (:mod:`procpool.chunking`), and the results. ``func`` names it for
+    duration estimates and error messages, as ``functools.partial`` does.
+    """
+
+    __slots__ = ("func", "spread")
+
+    def __init__(self, func: Callable[..., Any], spread: bool) -> None:
+        self.func = func
+        self.spread = spread
+
+    def __call__(self, resource: Any, items: list[Any]) -> tuple[float, list[Any]]:
+        fn = self.func
+        values: list[Any] = []
+        started = perf_counter()
+        try:  # extend() keeps what came before a failing item
+            if self.spread:
+                values.extend(fn(resource, *item) for item in items)
+            else:
+                values.extend(map(fn, itertools.repeat(resource), items))
+        except BaseException as exc:  # as a plain task's: the worker lives on
+            raise ChunkFailed(values, exc) from exc
+        return perf_counter() - started, values
+
+    def item_arguments(self, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """The positional arguments of each item, for naming one that cannot be pickled."""
+        (items,) = args
+        return [item if self.spread else (item,) for item in items]

@@ -198,3 +198,10 @@ class KillOnPickle:
 
 def return_kill_on_pickle(resource: Any, value: int) -> Any:
     return KillOnPickle() if value < 0 else value
+
+
+def crash_at(resource: Any, x: int, bad: int) -> int:
+    """A map item that breaks the worker's resource at ``bad``."""
+    if x == bad:
+        raise ProcessorCrash(f"processor crash on item {x}")
+    return x

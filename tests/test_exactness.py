@@ -53,7 +53,8 @@ def test_millisecond_tasks_spread_over_every_worker_even_after_tiny_ones(
     start_method: str, worker_count: int, tiny_first: int
 ) -> None:
     with TaskManager(config(start_method, worker_count=worker_count)) as manager:
-        assert len(list(manager.map(tasks.double, range(tiny_first)))) == tiny_first
+        tiny = manager.map(tasks.double, range(tiny_first), chunksize=1)
+        assert len(list(tiny)) == tiny_first
         futures = [manager.queue_task(et.spin, 0.004) for _ in range(50)]
         per_worker = Counter(f.result(timeout=WITHIN)[0] for f in futures)
     assert len(per_worker) == worker_count
@@ -67,7 +68,8 @@ def test_a_priority_task_waits_behind_at_most_one_running_and_one_held_task_per_
     start_method: str, worker_count: int, tiny_first: int
 ) -> None:
     with TaskManager(config(start_method, worker_count=worker_count)) as manager:
-        assert len(list(manager.map(tasks.double, range(tiny_first)))) == tiny_first
+        tiny = manager.map(tasks.double, range(tiny_first), chunksize=1)
+        assert len(list(tiny)) == tiny_first
         normal = [manager.queue_task(et.spin, 0.004) for _ in range(100)]
         queued_at = monotonic()
         urgent = manager.queue_task_with_priority(et.spin, 0.004)
@@ -89,7 +91,7 @@ def test_an_unreadable_result_fails_once_and_reruns_nothing(
 ) -> None:
     with TaskManager(config(start_method)) as manager:
         if warm:  # tiny tasks: results travel many to a message
-            list(manager.map(tasks.double, range(2000)))
+            list(manager.map(tasks.double, range(2000), chunksize=1))
         futures = [manager.queue_task(et.unreadable_if, str(tmp_path), i, i == 7)
                    for i in range(40)]
         error = futures[7].exception(timeout=WITHIN)

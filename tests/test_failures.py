@@ -92,7 +92,7 @@ def names(folder: Path, prefix: str) -> list[str]:
 
 def learn_tiny_tasks(manager: TaskManager[Any]) -> None:
     """Run many tiny tasks, so the pool sends several per message from now on."""
-    assert list(manager.map(tasks.double, range(500))) == [i * 2 for i in range(500)]
+    assert list(manager.map(tasks.double, range(500), chunksize=1)) == [i * 2 for i in range(500)]
 
 
 @pytest.fixture

@@ -91,7 +91,7 @@ def test_priority_jumps_a_deep_queue_of_tiny_tasks(tmp_path: Path) -> None:
     gate = Gate(tmp_path)
     config = marker_config(tmp_path, worker_count=1, resource_pool_size=0)
     with TaskManager(config) as manager:
-        list(manager.map(tasks.record, range(2000)))  # learn that tasks are tiny
+        list(manager.map(tasks.record, range(2000), chunksize=1))  # learn that tasks are tiny
         blocker = manager.queue_task(tasks.wait_gate, gate.path)
         gate.entered()
         normal = [manager.queue_task(tasks.record, i) for i in range(3000)]

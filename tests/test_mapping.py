@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import sys
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from procpool import Config, TaskManager
 from tests import exact_tasks as et
 from tests import tasks
+from tests.polling import wait_until
 
 WITHIN = 30.0
 
@@ -83,3 +85,55 @@ def test_progress_without_rich_says_how_to_install_it(monkeypatch: pytest.Monkey
     with TaskManager(config(worker_count=1)) as manager, pytest.raises(
             ImportError, match=r'pip install "procpool\[demo\]"'):
         manager.map(tasks.double, range(3), progress=True)
+
+
+# == map without a chunksize: chunks sized by time ================================
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("unordered", [False, True])
+def test_slow_items_are_never_lumped_together(unordered: bool) -> None:
+    with TaskManager(config(worker_count=2)) as manager:
+        mapping = manager.map_unordered if unordered else manager.map
+        per_worker = Counter(pid for pid, _ in mapping(et.spin, [0.02] * 20))
+    assert len(per_worker) == 2 and min(per_worker.values()) >= 5, per_worker
+
+
+@pytest.mark.timeout(60)
+def test_an_item_failing_inside_a_chunk_comes_after_the_results_before_it() -> None:
+    with TaskManager(config()) as manager:
+        list(manager.map(tasks.double, range(5000)))  # chunks have grown by now
+        results = manager.map(tasks.add, range(3000), [1] * 2999 + ["x"])  # type: ignore[list-item]
+        assert list(itertools.islice(results, 2999)) == [i + 1 for i in range(2999)]
+        with pytest.raises(TypeError) as raised:
+            next(results)
+        assert "Traceback" in str(raised.value.__cause__)  # the worker's own traceback
+        assert list(manager.map(tasks.double, range(10))) == [2 * i for i in range(10)]
+
+
+@pytest.mark.timeout(60)
+def test_check_health_judges_the_failing_item_of_a_chunk_not_the_chunk() -> None:
+    from tests import failure_tasks as ft
+
+    with TaskManager(config(worker_count=1, max_retries=0,
+                            check_health=ft.healthy_unless_processor_crash)) as manager:
+        [first] = manager.worker_pids()
+        with pytest.raises(Exception, match="processor crash on item 300"):
+            list(manager.map(ft.crash_at, range(1000), [300] * 1000))
+        wait_until(lambda: manager.worker_pids() not in ([], [first]), WITHIN)
+
+
+@pytest.mark.timeout(60)
+def test_buffersize_counts_items_when_chunks_are_sized_by_time() -> None:
+    pulled = [0]
+
+    def source() -> Any:
+        for i in itertools.count():
+            pulled[0] += 1
+            yield i
+
+    with TaskManager(config()) as manager:
+        list(manager.map(tasks.double, range(5000)))  # learn that items are tiny
+        results = manager.map(tasks.double, source(), buffersize=50)
+        assert list(itertools.islice(results, 1000)) == [2 * i for i in range(1000)]
+        assert pulled[0] <= 1000 + 50

@@ -53,7 +53,7 @@ def test_dump_stats_lists_every_live_process_with_sane_figures(start_method: str
     config = Config(on_create=tasks.make_plain, worker_count=3, resource_pool_size=1,
                     start_method=start_method)
     with TaskManager(config) as manager:
-        done = list(manager.map(tasks.double, range(20)))
+        done = list(manager.map(tasks.double, range(20), chunksize=1))
         assert len(done) == 20
         dump = manager.dump_stats()
         json.dumps(dump, allow_nan=False)  # JSON-ready, strict JSON

@@ -132,6 +132,14 @@ def explain_unpicklable(
     fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], exc: BaseException
 ) -> str:
     """Say which part of a task cannot be pickled: the function or which argument."""
+    item_arguments = getattr(fn, "item_arguments", None)
+    if item_arguments is not None:  # a map chunk (procpool.tasks.MapChunk): which item?
+        for index, item_args in enumerate(item_arguments(args)):
+            try:
+                dumps(item_args)
+            except BaseException as item_exc:
+                text = explain_unpicklable(fn.func, item_args, {}, item_exc)
+                return f"map item {index} of a chunk: {text}"
     fn = getattr(fn, "func", fn)  # the function a wrapper (a partial) calls
     name = getattr(fn, "__qualname__", None) or repr(fn)
     parts: list[tuple[str, Any]] = [("the function", fn)]

@@ -35,6 +35,7 @@ from time import monotonic, process_time
 from typing import Any
 
 from procpool.backends import wire
+from procpool.tasks import ChunkFailed
 
 #: Longest a finished result waits in the worker before it is sent while the
 #: worker is still busy with its batch. Longer batches fewer results per
@@ -197,6 +198,8 @@ def _unhealthy_reason(
     """None when the worker may go on after ``exc``; else why it must leave."""
     if check_health is None:
         return None
+    if isinstance(exc, ChunkFailed):
+        exc = exc.error  # an item of a map chunk failed: that is what to judge
     try:
         return None if check_health(exc) else "unhealthy"
     except BaseException as failure:  # a failing health check is itself a sign of trouble

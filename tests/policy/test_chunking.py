@@ -1,0 +1,78 @@
+"""How map sizes its chunks when the caller gives no chunksize (procpool.chunking)."""
+
+from __future__ import annotations
+
+from procpool.chunking import (
+    MAX_CHUNK_ITEMS,
+    MAX_GROWTH,
+    TARGET_CHUNK_SECONDS,
+    ChunkSizer,
+)
+
+
+def test_a_fixed_chunksize_is_kept_whatever_is_measured() -> None:
+    sizer = ChunkSizer(500, workers=2, length=None)
+    assert sizer.measured and sizer.next_size() == 500
+    sizer.observe(10.0, 500)
+    assert sizer.next_size() == 500
+
+
+def test_items_go_one_by_one_until_one_was_timed() -> None:
+    sizer = ChunkSizer(None, workers=2, length=None)
+    assert not sizer.measured and sizer.next_size() == 1
+    sizer.observe(0.000_001, 1)
+    assert sizer.measured
+
+
+def test_a_chunk_grows_at_most_max_growth_over_the_largest_one_timed() -> None:
+    sizer = ChunkSizer(None, workers=2, length=None)
+    sizer.observe(0.000_001, 1)  # tiny items: the time alone would allow thousands
+    assert sizer.next_size() == MAX_GROWTH
+    sizer.observe(0.000_008, MAX_GROWTH)
+    assert sizer.next_size() == MAX_GROWTH**2
+    sizer.observe(0.0, MAX_GROWTH**2)  # below the clock's tick: still bounded
+    assert sizer.next_size() == min(MAX_GROWTH**3, MAX_CHUNK_ITEMS)
+
+
+def test_a_chunk_holds_about_the_target_time_of_work() -> None:
+    sizer = ChunkSizer(None, workers=2, length=None)
+    for items in (1, 8, 64, 512):  # 20 us per item
+        sizer.observe(items * 0.000_02, items)
+    assert sizer.next_size() == round(TARGET_CHUNK_SECONDS / 0.000_02)
+
+
+def test_items_slower_than_the_target_go_alone() -> None:
+    sizer = ChunkSizer(None, workers=2, length=None)
+    sizer.observe(0.05, 1)
+    assert sizer.next_size() == 1
+
+
+def test_a_slower_small_chunk_is_believed_at_once_a_faster_one_only_erodes() -> None:
+    sizer = ChunkSizer(None, workers=2, length=None)
+    for items in (1, 8, 64):
+        sizer.observe(items * 0.000_02, items)  # 20 us per item: 100 per chunk
+    assert sizer.next_size() == 100
+    sizer.observe(0.008, 8)  # 1 ms per item: slow items have come
+    assert sizer.next_size() == 2
+    for _ in range(10):  # fast single items erode the estimate, not all the way back
+        sizer.observe(0.000_02, 1)
+    assert 2 < sizer.next_size() < 100
+    sizer.observe(0.000_02 * 64, 64)  # as large a chunk as the last slow one: believed
+    assert sizer.next_size() == 100
+
+
+def test_a_known_length_leaves_four_chunks_per_worker_as_multiprocessing_does() -> None:
+    sizer = ChunkSizer(None, workers=2, length=20_000)
+    for items in (1, 8, 64, 512):
+        sizer.observe(0.0, items)
+    assert sizer.next_size() == 20_000 // (4 * 2)
+
+
+def test_most_bounds_a_chunk_and_the_cap_bounds_memory() -> None:
+    capped = ChunkSizer(None, workers=2, length=None, most=3)
+    fast = ChunkSizer(None, workers=2, length=None)
+    for sizer in (capped, fast):
+        for items in (1, 8, 64, 512, 4096):
+            sizer.observe(0.0, items)
+    assert capped.next_size() == 3
+    assert fast.next_size() == MAX_CHUNK_ITEMS
