@@ -30,8 +30,12 @@ DEFAULT_TARGET_UTILISATION = 0.9
 DEFAULT_BACKLOG_SECONDS = 0.5
 # Relative band around the current size inside which the controller changes nothing (the
 # Kubernetes HPA uses 0.1). Wider ignores more noise in the rates and task times (fewer
-# scale events) but reacts only to larger changes of load; 0 follows every wobble.
-DEFAULT_TOLERANCE = 0.1
+# scale events) but reacts only to larger changes of load, and keeps up to that share of
+# spare workers while a load falls; 0 follows every wobble. At a steady 20 tasks/s of
+# 100-400 ms the measured need wobbles by about 13% from tick to tick (the 0.4 s rate
+# counts 8 arrivals, give or take one; the task times are uniform): 0.1 lets that wobble
+# alone move a pool of 6 to 5 and back, 0.2 does not.
+DEFAULT_TOLERANCE = 0.2
 # Seconds of arrivals behind the rate the controller sizes from (at least one tick). Shorter
 # sees a rise sooner but counts fewer tasks, so the rate is noisier; 0.4 s is two default
 # ticks, so a rise shows half at the first tick after it and fully at the second.
@@ -118,7 +122,7 @@ class _Probe:
 
     workers: int  # ready workers before it
     mean: float  # mean task seconds over the judging window before it
-    sizing_mean: float  # the recent mean it was sized with: sizing does not follow a rise
+    sizing_mean: float  # the task time it was sized with: sizing does not follow a rise
     size: int  # the largest size it asked for
     judge_at: float  # monotonic seconds; pushed back by every start while it is open
 
@@ -143,7 +147,9 @@ class BurstController:
     Sizing, each tick: the arrival rate over the last ``rate_window`` seconds
     (longer if it counted fewer than 4 arrivals; from the snapshot's
     ``arrived_total``, or its metrics-window rate without it) times the mean
-    task time is the load L, in busy workers (Little's law), and
+    time of the tasks that ended over the last 2 s (from the totals; the
+    snapshot's recent mean when they are missing or count fewer than 4
+    tasks) is the load L, in busy workers (Little's law), and
     ``needed = max(L / target_utilisation, L + backlog)``: ``backlog`` is the
     workers that clear the queued tasks within ``backlog_seconds`` (or a
     worker's start-up time, if longer), at most one per task no free worker
@@ -184,7 +190,7 @@ class BurstController:
     workers per tick.
 
     Defaults: ``target_utilisation`` 0.9, ``backlog_seconds`` 0.5,
-    ``tolerance`` 0.1, ``rate_window`` 0.4 s, ``lookahead`` 0 s,
+    ``tolerance`` 0.2, ``rate_window`` 0.4 s, ``lookahead`` 0 s,
     ``cooldown_ticks`` 5, ``cpu_overcommit`` 0.1, ``min_gain`` 0.25. If in
     doubt, use them; BENCHMARKS.md ("Elasticity") shows what the others cost.
     """
@@ -262,7 +268,9 @@ class BurstController:
             f"completion={completion:.2f}/s workers={workers} free={free}"
         )
         self._judge(snap, arrival, workers, untaken)
-        mean = snap.mean_task_seconds
+        # The task time is measured over the last SIZING_SECONDS (from the totals): steadier
+        # than the snapshot's recent mean, which follows the last 10 to 20 tasks.
+        mean = None if snap.mean_task_seconds is None else self._load.sizing_mean(snap)
         raw = 0.0  # workers the load asks for, before any limit
         if mean is None:
             # No task has finished yet, so demand is unknown: grow by the tasks nobody can
@@ -284,7 +292,9 @@ class BurstController:
                 load = max(load, float(snap.busy_workers))
             raw = max(demand, load + backlog)
             needed = min(raw, float(self.max_worker_count))
-            if workers > 0 and abs(needed / workers - 1) <= self.tolerance:
+            # The band is judged on the need itself, not on the need capped at the maximum: a
+            # pool one worker short of its maximum under a backlog still takes that worker.
+            if workers > 0 and abs(raw / workers - 1) <= self.tolerance:
                 wanted = workers
             else:
                 wanted = math.ceil(needed - _EPSILON)
@@ -304,7 +314,7 @@ class BurstController:
             if held:
                 why += f"; {note}"
             if start > 0:
-                self._opened(snap, workers, workers + start)
+                self._opened(snap, workers, workers + start, mean)
                 return BurstDecision(
                     start=start, reason=f"start {start}: {why}, room={room}; {facts}"
                 )
@@ -317,8 +327,11 @@ class BurstController:
 
     # -- the gain check ----------------------------------------------------------------------
 
-    def _opened(self, snap: BurstSnapshot, workers: int, size: int) -> None:
-        """A start was decided: open a probe to judge it, or extend the open one."""
+    def _opened(self, snap: BurstSnapshot, workers: int, size: int, sized: float | None) -> None:
+        """A start was decided: open a probe to judge it, or extend the open one.
+
+        ``sized`` is the task time the start was sized with (None: unknown).
+        """
         recent = snap.mean_task_seconds
         if snap.ended_total is None or not recent:
             return  # no counters, or no task time to judge by: no gain check
@@ -331,7 +344,7 @@ class BurstController:
         ready = workers - snap.starting_workers
         mean = self._load.mean_over(snap, self._load.judge_window(recent))
         if ready > 0 and mean:
-            self._probe = _Probe(ready, mean, recent, size, judge_at)
+            self._probe = _Probe(ready, mean, sized or recent, size, judge_at)
 
     def _gain(self, snap: BurstSnapshot, workers: int, before: int, mean: float) -> float | None:
         """Share of the linear gain the pool shows now against ``before`` workers at ``mean``.
