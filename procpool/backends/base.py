@@ -59,6 +59,9 @@ class TaskOutcome(NamedTuple):
     #: CPU seconds the task used in its worker (0.0 when the backend cannot tell): with the
     #: wall time it says whether tasks are CPU-bound, which bursting needs
     cpu_seconds: float = 0.0
+    #: of its wall time, how long the worker waited for a core (other processes had
+    #: them): a CPU-bound task on a crowded machine uses a core whenever it has one
+    wait_seconds: float = 0.0
 
 
 class WorkerResults(NamedTuple):

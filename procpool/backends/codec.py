@@ -42,7 +42,7 @@ def encode_batch(tasks: Sequence[TaskSpec]) -> tuple[bytes, list[TaskSpec],
 def decode_results(message: wire.Results) -> list[TaskOutcome]:
     """Read each task's result on its own: one that cannot be read fails only its task."""
     decoded = []
-    for task_id, sent_outcome, (started, finished, cpu), data in zip(
+    for task_id, sent_outcome, (started, finished, cpu, waited), data in zip(
         message.task_ids, message.outcomes, message.times, message.items, strict=True
     ):
         outcome = sent_outcome
@@ -53,7 +53,7 @@ def decode_results(message: wire.Results) -> list[TaskOutcome]:
             outcome = wire.UNREADABLE_RESULT
         del data
         value = rebuild_exception(item) if outcome in _RAISED else item
-        decoded.append(TaskOutcome(task_id, outcome, value, started, finished, cpu))
+        decoded.append(TaskOutcome(task_id, outcome, value, started, finished, cpu, waited))
     return decoded
 
 

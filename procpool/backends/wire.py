@@ -67,9 +67,10 @@ class ErrorReport(NamedTuple):
 class Results(NamedTuple):
     task_ids: tuple[TaskId, ...]
     outcomes: tuple[int, ...]
-    #: ``(started, finished, cpu_seconds)`` per task, read in the worker: monotonic
-    #: seconds, and the worker's ``time.process_time()`` the task used
-    times: tuple[tuple[float, float, float], ...]
+    #: ``(started, finished, cpu_seconds, wait_seconds)`` per task, read in the worker:
+    #: monotonic seconds, the worker's ``time.process_time()`` the task used, and the
+    #: time it waited for a core (see ``TaskOutcome.wait_seconds``)
+    times: tuple[tuple[float, float, float, float], ...]
     #: one pickled payload item per task: a result that cannot be read back
     #: spoils only its own task, never the others of the message
     items: tuple[bytes, ...]

@@ -154,6 +154,8 @@ class _Outbox:
         self.ids: list[int] = []
         self.outcomes: list[int] = []
         self.times: list[tuple[float, float, float]] = []
+        self.run_queue = _run_queue_clock()
+        self.waited = self.run_queue()
         self.items: list[Any] = []
         self.last_flush = monotonic()
 
@@ -170,7 +172,7 @@ class _Outbox:
         if not self.ids:
             return
         items = self._pickle_items()  # first: it may change outcomes
-        message = wire.Results(tuple(self.ids), tuple(self.outcomes), tuple(self.times), items)
+        message = wire.Results(tuple(self.ids), tuple(self.outcomes), self._times(), items)
         ids = self.ids
         self.ids, self.outcomes, self.times, self.items = [], [], [], []
         try:
@@ -178,6 +180,15 @@ class _Outbox:
         except OSError:
             self.progress[0] = ids[0] if len(ids) == 1 else -ids[0]
             raise
+
+    def _times(self) -> tuple[tuple[float, float, float, float], ...]:
+        """Each task's times, with its share of the time this worker waited for a core
+        since the last flush (by wall time): a CPU-bound task on a crowded machine
+        still reads as CPU-bound (see ``TaskOutcome.wait_seconds``)."""
+        waited, self.waited = self.waited, self.run_queue()
+        walls = [finished - started for started, finished, _ in self.times]
+        share = max(0.0, self.waited - waited) / (sum(walls) or 1.0)
+        return tuple((*times, wall * share) for times, wall in zip(self.times, walls, strict=True))
 
     def _pickle_items(self) -> tuple[bytes, ...]:
         """Each result on its own; one that cannot be pickled is replaced by its error."""
@@ -271,6 +282,25 @@ def _unpack(message: wire.RunBatch, pending: deque[Any], outbox: _Outbox, progre
     finally:
         progress[0] = 0.0
     pending.extend((task_id, *task) for task_id, task in zip(message.task_ids, tasks, strict=True))
+
+
+def _run_queue_clock() -> Callable[[], float]:
+    """Seconds this thread has waited, runnable, for a core (0.0 where the OS cannot tell).
+
+    One ``pread`` of ``/proc/thread-self/schedstat`` per flush of results (~2 us).
+    """
+    try:
+        fd = os.open("/proc/thread-self/schedstat", os.O_RDONLY)
+    except OSError:
+        return lambda: 0.0
+
+    def waited() -> float:
+        try:
+            return int(os.pread(fd, 64, 0).split()[1]) / 1e9
+        except (OSError, ValueError, IndexError):  # a task closed (or reused) its fd
+            return 0.0
+
+    return waited
 
 
 def _rss_reader() -> Callable[[], int]:

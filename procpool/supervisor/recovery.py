@@ -66,7 +66,7 @@ class Recovery:
         code = outcome.outcome
         if code != wire.UNREADABLE_TASK:  # it ran: its time says how to batch its kind
             self._state.durations.record(task.kind, stamps.execution_time)
-        cpu = outcome.cpu_seconds
+        cpu = (outcome.cpu_seconds, outcome.wait_seconds)
         if code == wire.OK:
             records.end(stamps, failed=False, cpu_seconds=cpu)
             self._settled.append((task, outcome.value, False))

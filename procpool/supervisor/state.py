@@ -70,12 +70,16 @@ class Records:
         self.executed_total = 0.0
         self.cpu = RecentShare()
 
-    def end(self, stamps: TaskStamps, failed: bool, cpu_seconds: float | None = None) -> None:
-        """A task ended; ``cpu_seconds`` when it ran in a worker that measured it."""
+    def end(
+        self, stamps: TaskStamps, failed: bool, cpu_seconds: tuple[float, float] | None = None
+    ) -> None:
+        """A task ended; ``cpu_seconds`` is ``(cpu, waited for a core)`` when it ran in a
+        worker that measured them: its CPU share is of the time it could run."""
         self.ended_total += 1
         self.executed_total += stamps.execution_time
         if cpu_seconds is not None:
-            self.cpu.record(max(0.0, cpu_seconds), stamps.execution_time)
+            cpu, waited = max(0.0, cpu_seconds[0]), max(0.0, cpu_seconds[1])
+            self.cpu.record(cpu, max(cpu, stamps.execution_time - waited))
         if failed:
             self.metrics.record_failure(stamps)
         else:
