@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 
 from procpool._log import logger
 from procpool.backends.base import Backend
+from procpool.backends.local import LocalBackend  # here: its import is not the pool's start
 from procpool.chunking import MAX_CHUNK_ITEMS, ChunkSizer
 from procpool.config import Config, _check_seconds
 from procpool.mapping import (
@@ -75,8 +76,6 @@ class TaskManager(Generic[R]):
                             f" got {type(backend).__name__}")
         self.config = config
         if backend is None:
-            from procpool.backends.local import LocalBackend
-
             backend = LocalBackend()
         self._supervisor = Supervisor(config, backend, _breaker)
         self._dumper: StatsDumper | None = None

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cloudpickle  # noqa: F401 -- loaded with the pool, not by its first task (~6 ms)
+
 from procpool.backends import wire
 from procpool.backends.base import TaskOutcome, TaskSpec
 from procpool.errors import RemoteError, RemoteTraceback, TaskPicklingError

@@ -42,7 +42,7 @@ from procpool.backends.base import (
 )
 from procpool.backends.codec import decode_results, encode_batch
 from procpool.backends.forkserver import ForkServerClient
-from procpool.backends.local_worker import LocalWorker, start_process
+from procpool.backends.local_worker import LocalWorker, single_threaded, start_process
 from procpool.backends.worker import SpecBox, WorkerSpec, kill_process_group
 from procpool.config import Config
 
@@ -98,6 +98,15 @@ class LocalBackend(Backend):
         self._start_method = self._start_method or config.effective_start_method
         self._ctx = multiprocessing.get_context(self._start_method)
         self._spec = SpecBox(WorkerSpec.of(config))
+        if self._start_method == "forkserver" and single_threaded():
+            # Fork the server now, while this is the process's only thread: a pool
+            # then starts in milliseconds. Should that fail, the first start tries
+            # the usual way, and reports what goes wrong there.
+            lifelines = [fd for backend in list(_live_backends) for fd in backend._lifeline_fds()]
+            try:
+                self._adopt_server(ForkServerClient(self._spec, lifelines))
+            except Exception:
+                pass
 
     def start_worker(self, worker_id: int) -> None:
         if self._start_method == "forkserver":
@@ -166,11 +175,14 @@ class LocalBackend(Backend):
 
     def _running_server(self) -> ForkServerClient:
         if self._server is None:
-            server = ForkServerClient(self._spec)
-            self._selector.register(server.conn, selectors.EVENT_READ, (_SERVER, server))
-            self._server = server
-            self._server_pid = server.pid
+            self._adopt_server(ForkServerClient(self._spec))
+        assert self._server is not None
         return self._server
+
+    def _adopt_server(self, server: ForkServerClient) -> None:
+        self._selector.register(server.conn, selectors.EVENT_READ, (_SERVER, server))
+        self._server = server
+        self._server_pid = server.pid
 
     def retire(self, worker_id: int) -> None:
         worker = self._workers.get(worker_id)

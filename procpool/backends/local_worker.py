@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections.abc import Iterable
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -113,6 +114,8 @@ def start_process(
         args=(child_conn, spec, progress, close_fds),
         name=f"procpool-worker-{worker_id}",
     )
+    if close_fds:
+        wire.remember_main_classes()
     try:
         process.start()
     except BaseException:
@@ -138,3 +141,17 @@ def exit_fd(process: BaseProcess) -> int:
         return os.pidfd_open(process.pid)  # type: ignore[arg-type]
     except (AttributeError, OSError):
         return process.sentinel
+
+
+def single_threaded() -> bool:
+    """True when this process runs one thread (Linux: every OS thread counts, C ones too).
+
+    Only then is ``os.fork()`` safe: no other thread can hold a lock (of
+    ``logging``, ``malloc``, a C library's) that the child would inherit held.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False

@@ -21,6 +21,7 @@ Worker -> supervisor
 from __future__ import annotations
 
 import pickle
+import sys
 from typing import Any, ClassVar, NamedTuple
 
 # Outcome codes of one task inside :class:`Results`.
@@ -90,6 +91,27 @@ def dumps(obj: Any) -> bytes:
 
     data: bytes = cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     return data
+
+
+def remember_main_classes() -> None:
+    """Call before forking a worker (or the fork server) from this process.
+
+    A task defined in ``__main__`` travels by value (cloudpickle), and so do
+    the classes it uses: in a forked worker, which already holds ``__main__``,
+    each would arrive as a copy, and ``isinstance`` against the original (in
+    ``check_health``, say, which a fork does not pickle) would fail. Classes
+    known to cloudpickle before the fork arrive as the worker's own originals.
+    """
+    main = sys.modules.get("__main__")
+    try:
+        from cloudpickle import cloudpickle as internals
+
+        track = internals._get_or_create_tracker_id
+    except (ImportError, AttributeError):  # another cloudpickle: copies, as before
+        return
+    for value in list(vars(main).values()) if main is not None else ():
+        if isinstance(value, type) and value.__module__ == "__main__":
+            track(value)
 
 
 def dumps_for_child(obj: Any) -> bytes:
