@@ -33,7 +33,6 @@ import os
 import queue
 import signal
 import uuid
-from collections import deque
 from collections.abc import Sequence
 from functools import partial
 from time import monotonic
@@ -62,7 +61,14 @@ from procpool.backends.base import (
     WorkerStarted,
 )
 from procpool.backends.codec import decode_results, encode_batch
-from procpool.backends.dask_cluster import ClusterScaler, DaskWorkerInfo, SchedulerWatch
+from procpool.backends.dask_cluster import (
+    ClusterScaler,
+    DaskWorker,
+    DaskWorkerInfo,
+    Op,
+    Placement,
+    SchedulerWatch,
+)
 from procpool.backends.worker import WorkerSpec
 from procpool.config import Config
 
@@ -80,41 +86,6 @@ REMOTE_KILL_SECONDS = 10.0
 
 _IDENTIFY, _CREATE, _BATCH, _DESTROY = "identify", "create", "batch", "destroy"
 _WAKE = ("wake", None)
-
-
-class _Op:
-    """One Dask task sent to a worker; reported in the order sent."""
-
-    __slots__ = ("future", "kind", "sent_at", "seq", "task_ids")
-
-    def __init__(self, seq: int, kind: str, task_ids: tuple[int, ...], future: Any) -> None:
-        self.seq = seq
-        self.kind = kind
-        self.task_ids = task_ids
-        self.future = future
-        self.sent_at = monotonic()
-
-
-class _DaskWorker:
-    """One procpool worker: the Dask worker it is bound to, and what it was sent."""
-
-    __slots__ = ("address", "done", "give_up_at", "kill_at", "killed", "last_done_at", "local",
-                 "name", "ops", "pid", "ready", "retiring", "worker_id")
-
-    def __init__(self, worker_id: int) -> None:
-        self.worker_id = worker_id
-        self.address: str | None = None  # None: waiting for a free Dask worker
-        self.name: Any = None
-        self.pid: int | None = None
-        self.local = False  # its process is on this machine (pid is ours to signal)
-        self.ops: deque[_Op] = deque()
-        self.done: dict[int, tuple[bool, Any, float]] = {}  # seq -> reported out of order
-        self.ready = False
-        self.retiring = False
-        self.killed = False
-        self.kill_at: float | None = None  # SIGKILL due (after SIGTERM)
-        self.give_up_at: float | None = None  # told to end from afar: reported gone by then
-        self.last_done_at = 0.0
 
 
 class DaskBackend(Backend):
@@ -141,7 +112,7 @@ class DaskBackend(Backend):
         self._workers_timeout = workers_timeout
         self._token = uuid.uuid4().hex[:12]
         self._client: Any = None
-        self._scaler = ClusterScaler(None)
+        self._placement = Placement(ClusterScaler(None))
         self._watch: SchedulerWatch | None = None
         self._spec_bytes = b""
         self._machine = dask_worker.machine_id()
@@ -149,14 +120,7 @@ class DaskBackend(Backend):
         self._wake_pending = False
         self._pending: list[Event] = []
         self._seq = itertools.count(1)
-        self._workers: dict[int, _DaskWorker] = {}
-        self._waiting: deque[int] = deque()  # worker ids waiting for a free Dask worker
-        self._known: dict[str, DaskWorkerInfo] = {}  # the scheduler's latest list
-        self._seen: set[str] = set()
-        self._bound: dict[str, int] = {}  # Dask worker address -> procpool worker id
-        self._unusable: set[str] = set()  # killed or lost: never bound again
-        self._closing: set[Any] = set()  # names of Dask workers being scaled away
-        self._warned_threads = False
+        self._workers: dict[int, DaskWorker] = {}
         self._helpers: dict[str, int] = {}  # read by any thread: replaced, never changed
 
     # -- opening and closing -------------------------------------------------------
@@ -166,13 +130,18 @@ class DaskBackend(Backend):
         wanted = config.worker_count + config.resource_pool_size
         cluster = self._cluster
         if self._address is None and cluster is None:
-            options = {"n_workers": 0, "threads_per_worker": 1, "processes": True,
-                       "dashboard_address": None, "worker_dashboard_address": None}
+            options: dict[str, Any] = {
+                "n_workers": 0, "threads_per_worker": 1, "processes": True,
+                "dashboard_address": None, "worker_dashboard_address": None}
             options.update(self._cluster_kwargs)
-            cluster = self._owned_cluster = distributed.LocalCluster(**options)
-        self._client = distributed.Client(cluster if cluster is not None else self._address,
-                                          set_as_default=False)
-        self._scaler = ClusterScaler(cluster)
+            # Its health routes still listen: on a free port, so that pools never collide.
+            options["scheduler_kwargs"] = {"dashboard_address": ":0",
+                                           **options.get("scheduler_kwargs", {})}
+            cluster = self._owned_cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
+                **options)
+        self._client = distributed.Client(  # type: ignore[no-untyped-call]
+            cluster if cluster is not None else self._address, set_as_default=False)
+        self._placement = Placement(ClusterScaler(cluster))
         if cluster is None:
             if config.effective_max_workers > config.worker_count:
                 logger.info("dask: connected to {} without a cluster object: procpool cannot"
@@ -209,7 +178,7 @@ class DaskBackend(Backend):
         except Exception as exc:
             logger.debug("dask: while closing: {!r}", exc)
         for worker in list(self._workers.values()):
-            self._release(worker, lost=True)
+            self._placement.release(worker, lost=True)
         self._workers.clear()
         client.close()
         if self._owned_cluster is not None:
@@ -219,10 +188,16 @@ class DaskBackend(Backend):
     # -- starting and stopping workers -----------------------------------------------
 
     def start_worker(self, worker_id: int) -> None:
-        self._workers[worker_id] = _DaskWorker(worker_id)
-        self._waiting.append(worker_id)
+        worker = DaskWorker(worker_id)
+        self._workers[worker_id] = worker
+        self._placement.waiting.append(worker)
         self._bind_waiting()
-        self._balance()
+        self._placement.balance()
+
+    def _bind_waiting(self) -> None:
+        for worker in self._placement.bind_waiting():
+            self._submit(worker, _IDENTIFY, dask_worker.identify, with_key=False)
+            self._submit(worker, _CREATE, dask_worker.create, self._spec_bytes)
 
     def retire(self, worker_id: int) -> None:
         worker = self._workers.get(worker_id)
@@ -243,17 +218,17 @@ class DaskBackend(Backend):
         elif grace <= 0 or not worker.killed:
             self._kill(worker, grace)
 
-    def _drop_waiting(self, worker: _DaskWorker) -> None:
+    def _drop_waiting(self, worker: DaskWorker) -> None:
         """A start that never got a Dask worker ends before it began."""
-        self._waiting.remove(worker.worker_id)
+        self._placement.waiting.remove(worker)
         self._end(worker, None, None, None, self._pending)
 
-    def _kill(self, worker: _DaskWorker, grace: float = 0.0) -> None:
+    def _kill(self, worker: DaskWorker, grace: float = 0.0) -> None:
         """End the Dask worker process: by signal when it is on this machine, else from
         its own event loop (a task that never returns cannot stop that)."""
         worker.killed = True
         assert worker.address is not None
-        self._unusable.add(worker.address)
+        self._placement.unusable(worker.address)
         if worker.local and worker.pid is not None:
             try:
                 os.kill(worker.pid, signal.SIGKILL if grace <= 0 else signal.SIGTERM)
@@ -270,7 +245,7 @@ class DaskBackend(Backend):
             logger.warning("dask: could not end worker {}: {!r}", worker.address, exc)
         worker.give_up_at = monotonic() + REMOTE_KILL_SECONDS
 
-    def _end(self, worker: _DaskWorker, exitcode: int | None, destroy_error: str | None,
+    def _end(self, worker: DaskWorker, exitcode: int | None, destroy_error: str | None,
              running: int | None, events: list[Event]) -> None:
         """Report the worker gone, exactly once; forget what it was still sent."""
         if self._workers.pop(worker.worker_id, None) is None:
@@ -283,99 +258,35 @@ class DaskBackend(Backend):
                 self._client.cancel(futures)
             except Exception as exc:
                 logger.debug("dask: cancelling {} futures failed: {!r}", len(futures), exc)
-        self._release(worker, lost=worker.killed or exitcode is None)
-
-    def _release(self, worker: _DaskWorker, lost: bool) -> None:
-        """Give back its Dask worker: closed when procpool scales the cluster (the next
-        worker gets a fresh process), else free for the next start unless it was lost."""
-        address = worker.address
-        if address is None or self._bound.pop(address, None) is None:
-            return
-        if self._scaler.enabled:
-            self._unusable.add(address)
-            self._closing.add(worker.name)
-            self._scaler.remove([worker.name], [address], len(self._known))
-        elif lost:
-            self._unusable.add(address)
-
-    # -- binding Dask workers --------------------------------------------------------
-
-    def _free_addresses(self) -> list[str]:
-        free = []
-        for address, info in sorted(self._known.items()):
-            if address in self._bound or address in self._unusable or info.name in self._closing:
-                continue
-            if info.nthreads != 1:
-                if not self._warned_threads:
-                    self._warned_threads = True
-                    logger.warning("dask: worker {} has {} threads: procpool uses only Dask"
-                                   " workers with one (dask worker --nthreads 1)", address,
-                                   info.nthreads)
-                continue
-            free.append(address)
-        return free
-
-    def _bind_waiting(self) -> None:
-        free = self._free_addresses()
-        while self._waiting and free:
-            worker = self._workers[self._waiting.popleft()]
-            address = free.pop(0)
-            worker.address = address
-            worker.name = self._known[address].name
-            self._bound[address] = worker.worker_id
-            self._submit(worker, _IDENTIFY, dask_worker.identify, with_key=False)
-            self._submit(worker, _CREATE, dask_worker.create, self._spec_bytes)
-
-    def _balance(self) -> None:
-        """Scale up for starts no free Dask worker can take; close surplus idle ones."""
-        if not self._scaler.enabled:
-            return
-        free = self._free_addresses()
-        unmet = len(self._waiting) - len(free) - self._scaler.launching
-        if unmet > 0:
-            self._scaler.grow(unmet, len(self._known))
-        elif not self._waiting and free and not self._scaler.launching:
-            names = [self._known[a].name for a in free]
-            self._unusable.update(free)
-            self._closing.update(names)
-            self._scaler.remove(names, free, len(self._known))
+        self._placement.release(worker, lost=worker.killed or exitcode is None)
 
     def _on_workers(self, workers: dict[str, DaskWorkerInfo], events: list[Event]) -> None:
         """The scheduler's list: a bound worker missing from it was lost."""
-        self._known = workers
-        new = [a for a in workers if a not in self._seen and workers[a].name not in self._closing]
-        self._seen.update(workers)
-        if new:
-            self._scaler.launching = max(0, self._scaler.launching - len(new))
+        for worker in self._placement.update(workers):
+            if not worker.killed:
+                logger.warning("dask: worker {} (procpool worker {}) left the cluster",
+                               worker.address, worker.worker_id)
+            exitcode = -signal.SIGKILL if worker.killed else None
+            self._end(worker, exitcode, None, self._gone_task(worker), events)
         now = monotonic()
         for worker in list(self._workers.values()):
-            if worker.address is None:
-                continue
-            if worker.address not in workers:
-                exitcode = -signal.SIGKILL if worker.killed else None
-                if not worker.killed:
-                    logger.warning("dask: worker {} (procpool worker {}) left the cluster",
-                                   worker.address, worker.worker_id)
-                self._end(worker, exitcode, None, self._gone_task(worker), events)
-            elif worker.give_up_at is not None and now >= worker.give_up_at:
+            if worker.give_up_at is not None and now >= worker.give_up_at:
                 logger.warning("dask: worker {} did not end when told to; giving it up",
                                worker.address)
                 self._end(worker, None, None, self._gone_task(worker), events)
-        self._unusable &= set(workers)
-        self._closing &= {info.name for info in workers.values()}
         self._bind_waiting()
-        self._balance()
+        self._placement.balance()
 
     # -- work --------------------------------------------------------------------------
 
-    def _submit(self, worker: _DaskWorker, kind: str, fn: Any, *args: Any,
+    def _submit(self, worker: DaskWorker, kind: str, fn: Any, *args: Any,
                 task_ids: tuple[int, ...] = (), with_key: bool = True) -> None:
         seq = next(self._seq)
         key_args = ((self._token, worker.worker_id),) if with_key else ()
         future = self._client.submit(
             fn, *key_args, *args, key=f"procpool-{kind}-{self._token}-{worker.worker_id}-{seq}",
             workers=[worker.address], allow_other_workers=False, pure=False)
-        worker.ops.append(_Op(seq, kind, task_ids, future))
+        worker.ops.append(Op(seq, kind, task_ids, future))
         future.add_done_callback(partial(self._on_done, worker.worker_id, seq))
 
     def _on_done(self, worker_id: int, seq: int, future: Any) -> None:
@@ -412,7 +323,7 @@ class DaskBackend(Backend):
             return None
         return op.task_ids[0], max(op.sent_at, worker.last_done_at)
 
-    def _gone_task(self, worker: _DaskWorker) -> int | None:
+    def _gone_task(self, worker: DaskWorker) -> int | None:
         """What WorkerGone blames: the task of a batch of one, else (negated) the first of
         a batch, so the supervisor sends those again one by one."""
         op = worker.ops[0] if worker.ops and worker.ready else None
@@ -430,7 +341,7 @@ class DaskBackend(Backend):
     def worker_figures(self) -> dict[int, dict[str, Any]]:
         """What the scheduler reports of workers on other machines, by worker id:
         ``host``, ``cpu_percent`` and ``rss_bytes`` (psutil covers the local ones)."""
-        known = self._known
+        known = self._placement.known
         figures = {}
         for worker in list(self._workers.values()):
             info = known.get(worker.address or "")
@@ -496,7 +407,8 @@ class DaskBackend(Backend):
         if kind == "workers":
             self._on_workers(data, events)
         else:
-            self._on_op(*data, events)
+            worker_id, seq, ok, value, done_at = data
+            self._on_op(worker_id, seq, ok, value, done_at, events)
         events += self._pending
         self._pending = []
         return False
@@ -513,7 +425,7 @@ class DaskBackend(Backend):
             worker.last_done_at = done_at
             self._on_reported(worker, op, ok, value, events)
 
-    def _on_reported(self, worker: _DaskWorker, op: _Op, ok: bool, value: Any,
+    def _on_reported(self, worker: DaskWorker, op: Op, ok: bool, value: Any,
                      events: list[Event]) -> None:
         wid = worker.worker_id
         if op.kind == _IDENTIFY:
@@ -543,7 +455,7 @@ class DaskBackend(Backend):
             error = value if ok else f"on_destroy could not run: {value!r}"
             self._end(worker, 0, error, None, events)
 
-    def _outcomes(self, op: _Op, ok: bool, value: Any) -> list[TaskOutcome]:
+    def _outcomes(self, op: Op, ok: bool, value: Any) -> list[TaskOutcome]:
         if ok:
             return decode_results(value.results)
         now = monotonic()  # the batch task itself failed: its tasks are sent again alone
@@ -551,7 +463,7 @@ class DaskBackend(Backend):
         return [TaskOutcome(task_id, wire.UNREADABLE_TASK, text, now, now)
                 for task_id in op.task_ids]
 
-    def _create_failed(self, worker: _DaskWorker, message: str, events: list[Event],
+    def _create_failed(self, worker: DaskWorker, message: str, events: list[Event],
                        traceback_text: str = "") -> None:
         events.append(WorkerCreateFailed(worker.worker_id, message, traceback_text))
         self._end(worker, 1, None, None, events)

@@ -1,8 +1,11 @@
-"""The Dask backend's view of the cluster: which Dask workers exist, and resizing it.
+"""The Dask backend's view of the cluster: which Dask workers exist, which procpool
+worker each serves, and resizing the cluster.
 
 Supervisor thread only, but for :class:`SchedulerWatch`, whose thread reads the
 scheduler's worker list every ``interval`` and hands it over through the
 backend's inbox (the scheduler tells no client when a worker joins or leaves).
+A Dask worker serves one procpool worker at a time, and only one with a single
+thread (two threads would run two tasks on one resource at once).
 
 Resizing follows the burst controller, never Dask's own ``Adaptive``: growth
 is ``cluster.scale(n)``; shrinking names the very Dask worker whose procpool
@@ -15,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from collections import deque
 from collections.abc import Callable
+from time import monotonic
 from typing import Any, NamedTuple
 
 from procpool._log import logger
@@ -148,3 +153,122 @@ class ClusterScaler:
 async def _maybe_await(result: Any) -> None:
     if inspect.isawaitable(result):
         await result
+
+
+class Op:
+    """One Dask task sent to a worker; reported in the order sent."""
+
+    __slots__ = ("future", "kind", "sent_at", "seq", "task_ids")
+
+    def __init__(self, seq: int, kind: str, task_ids: tuple[int, ...], future: Any) -> None:
+        self.seq = seq
+        self.kind = kind
+        self.task_ids = task_ids
+        self.future = future
+        self.sent_at = monotonic()
+
+
+class DaskWorker:
+    """One procpool worker: the Dask worker it is bound to, and what it was sent."""
+
+    __slots__ = ("address", "done", "give_up_at", "kill_at", "killed", "last_done_at", "local",
+                 "name", "ops", "pid", "ready", "retiring", "worker_id")
+
+    def __init__(self, worker_id: int) -> None:
+        self.worker_id = worker_id
+        self.address: str | None = None  # None: waiting for a free Dask worker
+        self.name: Any = None
+        self.pid: int | None = None
+        self.local = False  # its process is on this machine (pid is ours to signal)
+        self.ops: deque[Op] = deque()
+        self.done: dict[int, tuple[bool, Any, float]] = {}  # seq -> reported out of order
+        self.ready = False
+        self.retiring = False
+        self.killed = False
+        self.kill_at: float | None = None  # SIGKILL due (after SIGTERM)
+        self.give_up_at: float | None = None  # told to end from afar: reported gone by then
+        self.last_done_at = 0.0
+
+
+class Placement:
+    """Which Dask worker serves which procpool worker, and how many the cluster needs."""
+
+    def __init__(self, scaler: ClusterScaler) -> None:
+        self.scaler = scaler
+        self.known: dict[str, DaskWorkerInfo] = {}  # the scheduler's latest list
+        self.waiting: deque[DaskWorker] = deque()  # starts waiting for a free Dask worker
+        self._seen: set[str] = set()
+        self._bound: dict[str, DaskWorker] = {}  # Dask worker address -> procpool worker
+        self._unusable: set[str] = set()  # killed or lost: never bound again
+        self._closing: set[Any] = set()  # names of Dask workers being scaled away
+        self._warned_threads = False
+
+    def free_addresses(self) -> list[str]:
+        free = []
+        for address, info in sorted(self.known.items()):
+            if address in self._bound or address in self._unusable or info.name in self._closing:
+                continue
+            if info.nthreads != 1:
+                if not self._warned_threads:
+                    self._warned_threads = True
+                    logger.warning("dask: worker {} has {} threads: procpool uses only Dask"
+                                   " workers with one (dask worker --nthreads 1)", address,
+                                   info.nthreads)
+                continue
+            free.append(address)
+        return free
+
+    def bind_waiting(self) -> list[DaskWorker]:
+        """Give free Dask workers to waiting starts, oldest first; those bound now."""
+        free = self.free_addresses()
+        bound = []
+        while self.waiting and free:
+            worker = self.waiting.popleft()
+            address = free.pop(0)
+            worker.address = address
+            worker.name = self.known[address].name
+            self._bound[address] = worker
+            bound.append(worker)
+        return bound
+
+    def balance(self) -> None:
+        """Scale up for starts no free Dask worker can take; close surplus idle ones."""
+        if not self.scaler.enabled:
+            return
+        free = self.free_addresses()
+        unmet = len(self.waiting) - len(free) - self.scaler.launching
+        if unmet > 0:
+            self.scaler.grow(unmet, len(self.known))
+        elif not self.waiting and free and not self.scaler.launching:
+            names = [self.known[a].name for a in free]
+            self._unusable.update(free)
+            self._closing.update(names)
+            self.scaler.remove(names, free, len(self.known))
+
+    def unusable(self, address: str) -> None:
+        self._unusable.add(address)
+
+    def release(self, worker: DaskWorker, lost: bool) -> None:
+        """Give back its Dask worker: closed when procpool scales the cluster (the next
+        worker gets a fresh process), else free for the next start unless it was lost."""
+        address = worker.address
+        if address is None or self._bound.pop(address, None) is None:
+            return
+        if self.scaler.enabled:
+            self._unusable.add(address)
+            self._closing.add(worker.name)
+            self.scaler.remove([worker.name], [address], len(self.known))
+        elif lost:
+            self._unusable.add(address)
+
+    def update(self, workers: dict[str, DaskWorkerInfo]) -> list[DaskWorker]:
+        """Take the scheduler's new list; the bound workers missing from it (lost)."""
+        self.known = workers
+        new = [a for a in workers if a not in self._seen and workers[a].name not in self._closing]
+        self._seen.update(workers)
+        if new:
+            self.scaler.launching = max(0, self.scaler.launching - len(new))
+        lost = [w for address, w in self._bound.items() if address not in workers]
+        self._unusable &= set(workers)
+        self._closing &= {info.name for info in workers.values()}
+        return lost

@@ -194,7 +194,7 @@ def kill_self() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-class DestroyOnClose(WorkerPlugin):  # type: ignore[misc]
+class DestroyOnClose(WorkerPlugin):
     """A Dask worker plugin: a Dask worker closed by someone else (a scale-down procpool
     did not ask for) still runs ``on_destroy`` for this pool's resources on it."""
 
