@@ -2,28 +2,24 @@
 
 One procpool worker is one Dask worker process with one thread. The backend
 sends it Dask tasks pinned to that worker (``workers=[address]``, no other
-worker allowed): :mod:`procpool.backends.dask_worker` identifies the process,
-builds the resource, runs each ``send`` as *one* Dask task (a batch: Dask
-costs milliseconds per task, a batch costs that once), and destroys the
-resource. With one thread those run one at a time, in the order sent, so
-procpool's own queues and prefetch keep priorities strict as they do locally.
+allowed), which :mod:`procpool.backends.dask_worker` runs: identify the
+process, build the resource, run each ``send`` as *one* Dask task (Dask costs
+milliseconds per task, a batch pays that once), destroy the resource. With
+one thread they run one at a time, in the order sent, so procpool's own
+queues and prefetch keep priorities strict as they do locally.
 
-Where the Dask workers come from:
+Where the Dask workers come from: neither ``address`` nor ``cluster``: a
+``LocalCluster`` the backend owns; ``cluster=``: a cluster object procpool
+scales itself, growing with ``cluster.scale(n)`` and closing the very worker
+whose procpool worker ended (never Dask's ``Adaptive``, which may skip plugin
+teardown, dask/distributed#6961), so ``on_destroy`` always runs and bursting
+works as locally; ``address=``: a running scheduler, whose Dask workers
+procpool uses but cannot add to (bursting is off).
 
-* neither ``address`` nor ``cluster``: a ``LocalCluster`` owned by the backend
-  (processes, one thread each, no dashboards), closed with it;
-* ``cluster=``: a cluster object (``LocalCluster``, dask-jobqueue, ...) that
-  procpool scales itself: ``cluster.scale(n)`` to grow, the very worker whose
-  procpool worker ended to shrink (never Dask's ``Adaptive``, which may skip
-  plugin teardown when it retires a worker, dask/distributed#6961); so
-  ``on_destroy`` always runs, and bursting works as locally;
-* ``address=``: a running scheduler; procpool uses the Dask workers it has
-  (with one thread each) and cannot add any, so bursting is off.
-
-Events come through one inbox: Dask futures' done-callbacks (Dask's callback
-thread) and :class:`~procpool.backends.dask_cluster.SchedulerWatch`'s reading
-of the worker list put items in it; :meth:`DaskBackend.wait` handles them on
-the supervisor thread, which alone changes the backend's records.
+Dask futures' done-callbacks (Dask's callback thread) and the reading of the
+scheduler's worker list (:class:`~procpool.backends.dask_cluster.SchedulerWatch`)
+put items in one inbox; :meth:`DaskBackend.wait` handles them on the
+supervisor thread, which alone changes the backend's records.
 """
 
 from __future__ import annotations
@@ -68,6 +64,7 @@ from procpool.backends.dask_cluster import (
     Op,
     Placement,
     SchedulerWatch,
+    local_cluster,
 )
 from procpool.backends.worker import WorkerSpec
 from procpool.config import Config
@@ -95,7 +92,8 @@ class DaskBackend(Backend):
     cluster object procpool may scale; neither: a ``LocalCluster`` of this
     machine started for the pool, built with ``local_cluster_kwargs``
     (``memory_limit=``, ...). ``workers_timeout``: with ``address``, how long
-    to wait for the scheduler to have the Dask workers the pool needs.
+    the pool waits for the Dask workers it needs at start, and a later start
+    (a replacement, a ``run_task`` worker) for a free one before it fails.
     procpool must be installed on the Dask workers.
     """
 
@@ -130,15 +128,7 @@ class DaskBackend(Backend):
         wanted = config.worker_count + config.resource_pool_size
         cluster = self._cluster
         if self._address is None and cluster is None:
-            options: dict[str, Any] = {
-                "n_workers": 0, "threads_per_worker": 1, "processes": True,
-                "dashboard_address": None, "worker_dashboard_address": None}
-            options.update(self._cluster_kwargs)
-            # Its health routes still listen: on a free port, so that pools never collide.
-            options["scheduler_kwargs"] = {"dashboard_address": ":0",
-                                           **options.get("scheduler_kwargs", {})}
-            cluster = self._owned_cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
-                **options)
+            cluster = self._owned_cluster = local_cluster(self._cluster_kwargs)
         self._client = distributed.Client(  # type: ignore[no-untyped-call]
             cluster if cluster is not None else self._address, set_as_default=False)
         self._placement = Placement(ClusterScaler(cluster))
@@ -269,6 +259,11 @@ class DaskBackend(Backend):
             exitcode = -signal.SIGKILL if worker.killed else None
             self._end(worker, exitcode, None, self._gone_task(worker), events)
         now = monotonic()
+        if not self._placement.scaler.enabled:  # nobody adds Dask workers: waits end
+            for worker in self._placement.expired(now, self._workers_timeout):
+                self._create_failed(worker, f"no free Dask worker (with one thread) within"
+                                    f" {self._workers_timeout} s: add workers to the cluster,"
+                                    " or pass cluster= to let procpool scale it", events)
         for worker in list(self._workers.values()):
             if worker.give_up_at is not None and now >= worker.give_up_at:
                 logger.warning("dask: worker {} did not end when told to; giving it up",

@@ -48,6 +48,20 @@ def read_workers(info: dict[str, Any]) -> dict[str, DaskWorkerInfo]:
     return workers
 
 
+def local_cluster(options: dict[str, Any]) -> Any:
+    """A LocalCluster for one pool: processes with one thread each, no dashboards."""
+    import distributed
+
+    settings: dict[str, Any] = {
+        "n_workers": 0, "threads_per_worker": 1, "processes": True,
+        "dashboard_address": None, "worker_dashboard_address": None}
+    settings.update(options)
+    # Its health routes still listen: on a free port, so that pools never collide.
+    settings["scheduler_kwargs"] = {"dashboard_address": ":0",
+                                    **settings.get("scheduler_kwargs", {})}
+    return distributed.LocalCluster(**settings)  # type: ignore[no-untyped-call]
+
+
 class SchedulerWatch:
     """A daemon thread that puts ``("workers", {address: DaskWorkerInfo})`` into ``inbox``."""
 
@@ -171,8 +185,8 @@ class Op:
 class DaskWorker:
     """One procpool worker: the Dask worker it is bound to, and what it was sent."""
 
-    __slots__ = ("address", "done", "give_up_at", "kill_at", "killed", "last_done_at", "local",
-                 "name", "ops", "pid", "ready", "retiring", "worker_id")
+    __slots__ = ("address", "created_at", "done", "give_up_at", "kill_at", "killed",
+                 "last_done_at", "local", "name", "ops", "pid", "ready", "retiring", "worker_id")
 
     def __init__(self, worker_id: int) -> None:
         self.worker_id = worker_id
@@ -188,6 +202,7 @@ class DaskWorker:
         self.kill_at: float | None = None  # SIGKILL due (after SIGTERM)
         self.give_up_at: float | None = None  # told to end from afar: reported gone by then
         self.last_done_at = 0.0
+        self.created_at = monotonic()
 
 
 class Placement:
@@ -244,6 +259,13 @@ class Placement:
             self._unusable.update(free)
             self._closing.update(names)
             self.scaler.remove(names, free, len(self.known))
+
+    def expired(self, now: float, timeout: float) -> list[DaskWorker]:
+        """Starts that waited ``timeout`` for a free Dask worker, taken off the line."""
+        late = [w for w in self.waiting if now - w.created_at >= timeout]
+        for worker in late:
+            self.waiting.remove(worker)
+        return late
 
     def unusable(self, address: str) -> None:
         self._unusable.add(address)
