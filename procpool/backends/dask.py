@@ -65,6 +65,7 @@ from procpool.backends.dask_cluster import (
     Placement,
     SchedulerWatch,
     local_cluster,
+    scheduler_helper,
 )
 from procpool.backends.worker import WorkerSpec
 from procpool.config import Config
@@ -138,17 +139,12 @@ class DaskBackend(Backend):
                             " add Dask workers, so bursting is off (pass cluster= to let"
                             " procpool scale the cluster)", self._address)
             self._client.wait_for_workers(wanted, timeout=self._workers_timeout)
-            self._helpers = self._scheduler_helper()
+            self._helpers = scheduler_helper(self._client, self._machine)
         self._client.register_plugin(dask_worker.DestroyOnClose(self._token))
         self._watch = SchedulerWatch(self._client, self._inbox.put, POLL_SECONDS)
         self._watch.start()
         logger.info("dask: pool {} on {}", self._token,
                     self._address or type(cluster).__name__)
-
-    def _scheduler_helper(self) -> dict[str, int]:
-        """The scheduler's pid, when it runs on this machine in another process."""
-        pid, machine = self._client.run_on_scheduler(dask_worker.identify)
-        return {"dask-scheduler": pid} if machine == self._machine and pid != os.getpid() else {}
 
     def close(self) -> None:
         if self._watch is not None:
@@ -336,14 +332,7 @@ class DaskBackend(Backend):
     def worker_figures(self) -> dict[int, dict[str, Any]]:
         """What the scheduler reports of workers on other machines, by worker id:
         ``host``, ``cpu_percent`` and ``rss_bytes`` (psutil covers the local ones)."""
-        known = self._placement.known
-        figures = {}
-        for worker in list(self._workers.values()):
-            info = known.get(worker.address or "")
-            if info is not None and not worker.local:
-                figures[worker.worker_id] = {"host": info.host, "cpu_percent": info.cpu_percent,
-                                             "rss_bytes": info.rss_bytes}
-        return figures
+        return self._placement.figures(list(self._workers.values()))
 
     # -- events ------------------------------------------------------------------------
 

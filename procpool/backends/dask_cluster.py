@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -25,12 +26,18 @@ from typing import Any, NamedTuple
 
 from procpool._log import logger
 
+#: How long a Dask worker being closed is remembered after it left the scheduler's list.
+#: It must outlast a nanny's restart of a killed worker; a reused address later is harmless.
+CLOSING_MEMORY_SECONDS = 60.0
+
 
 class DaskWorkerInfo(NamedTuple):
     """What the scheduler says of one Dask worker."""
 
     address: str
     name: Any
+    #: its nanny's address, else its own: what stays the same when a nanny restarts it
+    slot: str
     nthreads: int
     host: str
     cpu_percent: float | None
@@ -43,8 +50,9 @@ def read_workers(info: dict[str, Any]) -> dict[str, DaskWorkerInfo]:
     for address, entry in info.get("workers", {}).items():
         metrics = entry.get("metrics") or {}
         workers[address] = DaskWorkerInfo(
-            address, entry.get("name"), int(entry.get("nthreads", 0)), str(entry.get("host", "")),
-            metrics.get("cpu"), metrics.get("memory"))
+            address, entry.get("name"), str(entry.get("nanny") or address),
+            int(entry.get("nthreads", 0)), str(entry.get("host", "")), metrics.get("cpu"),
+            metrics.get("memory"))
     return workers
 
 
@@ -60,6 +68,14 @@ def local_cluster(options: dict[str, Any]) -> Any:
     settings["scheduler_kwargs"] = {"dashboard_address": ":0",
                                     **settings.get("scheduler_kwargs", {})}
     return distributed.LocalCluster(**settings)  # type: ignore[no-untyped-call]
+
+
+def scheduler_helper(client: Any, machine: str) -> dict[str, int]:
+    """The scheduler's pid, when it runs on this machine in another process."""
+    from procpool.backends.dask_worker import identify
+
+    pid, where = client.run_on_scheduler(identify)
+    return {"dask-scheduler": pid} if where == machine and pid != os.getpid() else {}
 
 
 class SchedulerWatch:
@@ -111,6 +127,7 @@ class ClusterScaler:
         self.cluster = cluster
         #: workers asked for that the scheduler has not listed yet
         self.launching = 0
+        self._lock: asyncio.Lock | None = None
 
     @property
     def enabled(self) -> bool:
@@ -131,37 +148,40 @@ class ClusterScaler:
             self._on_loop(self._resize, (names, addresses), 0, known_workers)
 
     def _on_loop(self, fn: Callable[..., Any], *args: Any) -> None:
-        """Run ``fn`` on the cluster's event loop, in call order; failures are logged."""
+        """Run ``fn`` on the cluster's event loop, one call after the other, in call order;
+        failures are logged."""
         loop = self.cluster.loop.asyncio_loop
 
         async def run() -> None:
-            try:
-                result = fn(*args)
-                if inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                logger.warning("dask: resizing the cluster failed: {!r}", exc)
+            if self._lock is None:  # made on the loop, by the first call
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                try:
+                    await _maybe_await(fn(*args))
+                except Exception as exc:
+                    logger.warning("dask: resizing the cluster failed: {!r}", exc)
 
         asyncio.run_coroutine_threadsafe(run(), loop)
 
     async def _resize(self, removed: tuple[list[Any], list[str]] | tuple[()], grow: int,
                       known_workers: int) -> None:
+        """Close the named workers, and only then grow: a ``SpecCluster`` may give a new
+        worker the name of one just closed, and would then keep the old one."""
         cluster = self.cluster
-        spec = getattr(cluster, "worker_spec", None)
         names, addresses = removed if removed else ([], [])
-        if isinstance(spec, dict):
-            for name in names:
-                spec.pop(name, None)
-            result = cluster.scale(len(spec) + grow)  # also closes the ones popped
-        else:
-            if addresses:
-                if hasattr(cluster, "scale_down"):
-                    await _maybe_await(cluster.scale_down(addresses))
-                else:
-                    await cluster.scheduler_comm.retire_workers(workers=addresses,
-                                                                close_workers=True)
-            result = cluster.scale(max(0, known_workers - len(addresses)) + grow)
-        await _maybe_await(result)
+        if isinstance(getattr(cluster, "worker_spec", None), dict):
+            if names:
+                await _maybe_await(cluster.scale_down(names))
+            if grow:
+                await _maybe_await(cluster.scale(len(cluster.worker_spec) + grow))
+            return
+        if addresses:
+            if hasattr(cluster, "scale_down"):
+                await _maybe_await(cluster.scale_down(addresses))
+            else:
+                await cluster.scheduler_comm.retire_workers(workers=addresses,
+                                                            close_workers=True)
+        await _maybe_await(cluster.scale(max(0, known_workers - len(addresses)) + grow))
 
 
 async def _maybe_await(result: Any) -> None:
@@ -186,12 +206,14 @@ class DaskWorker:
     """One procpool worker: the Dask worker it is bound to, and what it was sent."""
 
     __slots__ = ("address", "created_at", "done", "give_up_at", "kill_at", "killed",
-                 "last_done_at", "local", "name", "ops", "pid", "ready", "retiring", "worker_id")
+                 "last_done_at", "local", "name", "ops", "pid", "ready", "retiring", "slot",
+                 "worker_id")
 
     def __init__(self, worker_id: int) -> None:
         self.worker_id = worker_id
         self.address: str | None = None  # None: waiting for a free Dask worker
         self.name: Any = None
+        self.slot = ""
         self.pid: int | None = None
         self.local = False  # its process is on this machine (pid is ours to signal)
         self.ops: deque[Op] = deque()
@@ -215,13 +237,14 @@ class Placement:
         self._seen: set[str] = set()
         self._bound: dict[str, DaskWorker] = {}  # Dask worker address -> procpool worker
         self._unusable: set[str] = set()  # killed or lost: never bound again
-        self._closing: set[Any] = set()  # names of Dask workers being scaled away
+        #: slots of Dask workers being scaled away (never bound), and when last listed
+        self._closing: dict[str, float] = {}
         self._warned_threads = False
 
     def free_addresses(self) -> list[str]:
         free = []
         for address, info in sorted(self.known.items()):
-            if address in self._bound or address in self._unusable or info.name in self._closing:
+            if address in self._bound or address in self._unusable or info.slot in self._closing:
                 continue
             if info.nthreads != 1:
                 if not self._warned_threads:
@@ -242,6 +265,7 @@ class Placement:
             address = free.pop(0)
             worker.address = address
             worker.name = self.known[address].name
+            worker.slot = self.known[address].slot
             self._bound[address] = worker
             bound.append(worker)
         return bound
@@ -257,7 +281,7 @@ class Placement:
         elif not self.waiting and free and not self.scaler.launching:
             names = [self.known[a].name for a in free]
             self._unusable.update(free)
-            self._closing.update(names)
+            self._closing.update((self.known[a].slot, monotonic()) for a in free)
             self.scaler.remove(names, free, len(self.known))
 
     def expired(self, now: float, timeout: float) -> list[DaskWorker]:
@@ -266,6 +290,17 @@ class Placement:
         for worker in late:
             self.waiting.remove(worker)
         return late
+
+    def figures(self, workers: list[DaskWorker]) -> dict[int, dict[str, Any]]:
+        """The scheduler's figures of the workers not on this machine, by worker id."""
+        known = self.known
+        figures = {}
+        for worker in workers:
+            info = known.get(worker.address or "")
+            if info is not None and not worker.local:
+                figures[worker.worker_id] = {"host": info.host, "cpu_percent": info.cpu_percent,
+                                             "rss_bytes": info.rss_bytes}
+        return figures
 
     def unusable(self, address: str) -> None:
         self._unusable.add(address)
@@ -278,7 +313,7 @@ class Placement:
             return
         if self.scaler.enabled:
             self._unusable.add(address)
-            self._closing.add(worker.name)
+            self._closing[worker.slot] = monotonic()
             self.scaler.remove([worker.name], [address], len(self.known))
         elif lost:
             self._unusable.add(address)
@@ -286,11 +321,19 @@ class Placement:
     def update(self, workers: dict[str, DaskWorkerInfo]) -> list[DaskWorker]:
         """Take the scheduler's new list; the bound workers missing from it (lost)."""
         self.known = workers
-        new = [a for a in workers if a not in self._seen and workers[a].name not in self._closing]
+        new = [a for a in workers if a not in self._seen and workers[a].slot not in self._closing]
         self._seen.update(workers)
         if new:
             self.scaler.launching = max(0, self.scaler.launching - len(new))
         lost = [w for address, w in self._bound.items() if address not in workers]
         self._unusable &= set(workers)
-        self._closing &= {info.name for info in workers.values()}
+        # A slot closing is remembered a while after it left the list: its nanny may
+        # restart the worker (a killed one) before it is closed itself.
+        now = monotonic()
+        for info in workers.values():
+            if info.slot in self._closing:
+                self._closing[info.slot] = now
+        for slot, seen in list(self._closing.items()):
+            if now - seen > CLOSING_MEMORY_SECONDS:
+                del self._closing[slot]
         return lost
