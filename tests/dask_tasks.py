@@ -31,3 +31,13 @@ def note(resource: list[str], name: str) -> str:
 
 def make_log() -> list[str]:
     return []
+
+
+def wait_gate_noting_pid(resource: Any, path: str) -> int:
+    """Leave this worker's pid beside the gate, then block on it (tests/gate.py)."""
+    Path(path + ".pid").write_text(str(os.getpid()))
+    with open(path + ".in", "w"):
+        pass
+    with open(path) as gate:
+        gate.read()
+    return os.getpid()

@@ -33,6 +33,7 @@ from procpool.backends import (
 from tests import tasks
 from tests.gate import Gate
 
+
 def dask_local() -> Backend:
     """The Dask backend on a LocalCluster of its own (skipped without the dask extra)."""
     pytest.importorskip("distributed")
