@@ -236,3 +236,20 @@ def test_on_create_failing_on_dask_fails_the_constructor_and_leaves_no_process()
     with pytest.raises(Exception, match="licence server unreachable"):
         TaskManager(config, backend=DaskBackend())
     assert threading.active_count() < 50  # nothing left spinning
+
+
+@pytest.mark.timeout(120)
+def test_workers_on_another_machine_are_reported_and_ended_through_dask() -> None:
+    """As if the Dask workers ran elsewhere: no pid to signal or read with psutil here."""
+    backend = DaskBackend()
+    backend._machine = "another machine"  # every Dask worker now looks remote
+    config = Config(on_create=tasks.make_plain, worker_count=1, resource_pool_size=0)
+    with TaskManager(config, backend=backend) as manager:
+        assert manager.queue_task(tasks.double, 2).result(timeout=WITHIN) == 4
+        (entry,) = [p for p in manager.dump_stats()["processes"] if p["worker_id"] is not None]
+        assert entry["host"] == "127.0.0.1" and entry["rss_bytes"] > 0  # the scheduler's figures
+        assert entry["num_threads"] is None  # nothing read with psutil
+        # A timeout ends the worker from its own event loop (Client.run), not by signal.
+        with pytest.raises(TaskTimeoutError):
+            manager.submit(tasks.sleep_for, (60,), timeout=0.3).result(timeout=WITHIN)
+        assert manager.queue_task(tasks.double, 3).result(timeout=WITHIN) == 6
