@@ -138,7 +138,13 @@ class DaskBackend(Backend):
                 logger.info("dask: connected to {} without a cluster object: procpool cannot"
                             " add Dask workers, so bursting is off (pass cluster= to let"
                             " procpool scale the cluster)", self._address)
-            self._client.wait_for_workers(wanted, timeout=self._workers_timeout)
+            try:
+                self._client.wait_for_workers(wanted, timeout=self._workers_timeout)
+            except TimeoutError as exc:
+                raise TimeoutError(f"the Dask scheduler at {self._address} has fewer than the"
+                                   f" {wanted} workers the pool needs (worker_count +"
+                                   f" resource_pool_size) after {self._workers_timeout} s"
+                                   ) from exc
             self._helpers = scheduler_helper(self._client, self._machine)
         self._client.register_plugin(dask_worker.DestroyOnClose(self._token))
         self._watch = SchedulerWatch(self._client, self._inbox.put, POLL_SECONDS)

@@ -98,11 +98,19 @@ class SchedulerWatch:
         if self._thread.ident is not None:
             self._thread.join(timeout=5.0)
 
+    def _read(self) -> dict[str, Any]:
+        """Every worker: newer Dask lists only a few unless asked for all (``n_workers=-1``)."""
+        try:
+            info: dict[str, Any] = self._client.scheduler_info(n_workers=-1)
+        except TypeError:  # a Dask from before that argument: it lists them all
+            info = self._client.scheduler_info()
+        return info
+
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
-                workers = read_workers(self._client.scheduler_info(n_workers=-1))
+                workers = read_workers(self._read())
                 failures = 0
             except Exception as exc:
                 if self._stop.is_set():
