@@ -57,6 +57,7 @@ class StatsDumper:
         metrics = supervisor.metrics()
         handles = supervisor.worker_handles()
         helpers = supervisor.helper_processes()
+        remote = supervisor.worker_figures()  # workers on other machines: not for psutil
         now = monotonic()
         with self._lock:
             processes = [
@@ -69,6 +70,11 @@ class StatsDumper:
             seen = set()
             for handle in sorted(handles, key=lambda h: h.id):
                 pid = handle.pid  # None while the worker is still inside on_create
+                if handle.id in remote:
+                    processes.append(_remote_entry(remote[handle.id], pid, handle.role.value,
+                                                   handle.state.value, handle.tasks_done,
+                                                   now - handle.created_at, handle.id))
+                    continue
                 proc = None
                 if pid is not None:
                     key = (handle.id, pid)
@@ -166,6 +172,16 @@ def _entry(
         "tasks_done": tasks_done,
         "uptime_seconds": round(uptime, 3),
     }
+
+
+def _remote_entry(
+    figures: dict[str, Any], pid: int | None, role: str, state: str, tasks_done: int,
+    uptime: float, worker_id: int,
+) -> dict[str, Any]:
+    """A worker on another machine: what its backend reports (``host`` added)."""
+    entry = _entry(None, pid, role, state, tasks_done, uptime, worker_id)
+    entry.update({key: figures.get(key) for key in ("host", "cpu_percent", "rss_bytes")})
+    return entry
 
 
 def _flat_dict(record: Any) -> dict[str, Any]:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 
 
@@ -43,3 +45,13 @@ def test_priorities() -> None:
         "normal-1",
         "normal-2",
     ]
+
+
+def test_dask_cluster() -> None:
+    pytest.importorskip("distributed")
+    out = run_example("dask_cluster.py")
+    assert "2 Dask workers ready" in out
+    assert "1000 lines: 1250 hits" in out
+    assert "ran urgent on " in out and "4 normal tasks done" in out
+    assert "comes back as itself: TypeError" in out
+    assert out.strip().endswith("stopped: the cluster is closed")

@@ -199,6 +199,14 @@ class Backend(ABC):
         """
         return {}
 
+    def worker_figures(self) -> dict[int, dict[str, Any]]:
+        """``worker_id -> figures`` of workers on other machines, whose pid means nothing
+        here: ``host``, ``cpu_percent``, ``rss_bytes`` as the backend knows them.
+
+        ``dump_stats`` reads every other worker with psutil. Any thread may call it.
+        """
+        return {}
+
     @abstractmethod
     def close(self) -> None:
         """Release everything: kill what still runs, leave no process behind.

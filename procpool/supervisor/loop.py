@@ -253,6 +253,10 @@ class Supervisor:
         """``role -> pid`` of the backend's own processes (a fork server)."""
         return self._backend.helper_processes()
 
+    def worker_figures(self) -> dict[int, dict[str, Any]]:
+        """Figures of the workers on other machines, from the backend (see Backend)."""
+        return self._backend.worker_figures()
+
     def set_dump_hook(self, hook: Callable[[], object]) -> None:
         """``hook()`` runs on the supervisor thread every ``stats_dump_interval``."""
         self._dump_hook = hook

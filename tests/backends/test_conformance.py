@@ -33,11 +33,21 @@ from procpool.backends import (
 from tests import tasks
 from tests.gate import Gate
 
+
+def dask_local() -> Backend:
+    """The Dask backend on a LocalCluster of its own (skipped without the dask extra)."""
+    pytest.importorskip("distributed")
+    from procpool.backends.dask import DaskBackend
+
+    return DaskBackend()
+
+
 #: name -> a new, unopened backend
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "local-fork": lambda: LocalBackend("fork"),
     "local-forkserver": lambda: LocalBackend("forkserver"),
     "local-spawn": lambda: LocalBackend("spawn"),
+    "dask-local": dask_local,
 }
 
 WITHIN = 30.0
