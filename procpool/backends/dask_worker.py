@@ -104,7 +104,7 @@ def run_batch(key: HeldKey, task_ids: tuple[int, ...], payload: bytes) -> BatchR
     """
     ids: list[int] = []
     outcomes: list[int] = []
-    times: list[tuple[float, float, float]] = []
+    times: list[tuple[float, float, float, float]] = []  # no wait for a core measured
     items: list[Any] = []
     held = _HELD.get(key)
     if held is None:  # it left after an earlier batch: these tasks are someone else's now
@@ -116,7 +116,7 @@ def run_batch(key: HeldKey, task_ids: tuple[int, ...], payload: bytes) -> BatchR
         now = monotonic()
         count = len(task_ids)
         return BatchReply(wire.Results(task_ids, (wire.UNREADABLE_TASK,) * count,
-                                       ((now, now, 0.0),) * count,
+                                       ((now, now, 0.0, 0.0),) * count,
                                        tuple(wire.dumps_fast(text) for _ in task_ids)),
                           None, None)
     spec = held.spec
@@ -135,7 +135,7 @@ def run_batch(key: HeldKey, task_ids: tuple[int, ...], payload: bytes) -> BatchR
         finished = monotonic()
         ids.append(task_id)
         outcomes.append(outcome)
-        times.append((started, finished, process_time() - cpu_started))
+        times.append((started, finished, process_time() - cpu_started, 0.0))
         items.append(item)
         held.tasks_done += 1
         leaving = unhealthy

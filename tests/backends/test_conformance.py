@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from time import monotonic
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -43,9 +44,23 @@ def dask_local() -> Backend:
 
 
 #: name -> a new, unopened backend
+class ForkedServerBackend(LocalBackend):
+    """The fork server forked from this process, as a single-threaded caller's is (the
+    test process has idle threads of its own, so it would start it the other way)."""
+
+    def __init__(self) -> None:
+        super().__init__("forkserver")
+
+    def open(self, config: Config[Any]) -> None:
+        with mock.patch("procpool.backends.local.single_threaded", return_value=True):
+            super().open(config)
+        assert self._server is not None  # forked now, not at the first start
+
+
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "local-fork": lambda: LocalBackend("fork"),
     "local-forkserver": lambda: LocalBackend("forkserver"),
+    "local-forkserver-forked": ForkedServerBackend,
     "local-spawn": lambda: LocalBackend("spawn"),
     "dask-local": dask_local,
 }

@@ -93,7 +93,7 @@ def test_the_same_api_on_dask_and_every_resource_destroyed(tmp_path: Path) -> No
         assert manager.run_task(tasks.double, 21) == 42
         assert list(manager.map(tasks.double, range(50), chunksize=4)) == [
             2 * i for i in range(50)]
-        assert sorted(manager.map_unordered(tasks.double, range(30))) == [
+        assert sorted(manager.map_unordered(tasks.double, range(30), chunksize=1)) == [
             2 * i for i in range(30)]
         assert [f.result(timeout=WITHIN) for f in queued] == [2 * i for i in range(20)]
         assert once.result(timeout=WITHIN) == 3 and submitted.result(timeout=WITHIN) == 5
