@@ -250,7 +250,8 @@ def parse_list(text: str | None, allowed: tuple[str, ...], what: str) -> list[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3, help="repetitions (default 3)")
-    parser.add_argument("--pools", help=f"comma list of: {', '.join(pools.POOLS)}")
+    parser.add_argument("--pools", help=f"comma list of: {', '.join(pools.POOLS)}"
+                        f" (default), {', '.join(pools.EXTRA_POOLS)}")
     parser.add_argument("--only", help=f"comma list of figures: {', '.join(pools.FIGURES)}")
     parser.add_argument("--quick", action="store_true", help="tiny counts (the smoke test)")
     parser.add_argument("--write-benchmarks", action="store_true",
@@ -270,7 +271,8 @@ def main() -> None:
         return
     if args.reps < 1:
         parser.error("--reps must be >= 1")
-    selected = parse_list(args.pools, pools.POOLS, "pool")
+    selected = (parse_list(args.pools, pools.POOLS + pools.EXTRA_POOLS, "pool") if args.pools
+                else list(pools.POOLS))
     figures = set(parse_list(args.only, pools.FIGURES, "figure"))
     if args.write_benchmarks and args.only:
         parser.error("--write-benchmarks rewrites the whole block, one run of every figure:"

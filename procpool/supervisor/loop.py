@@ -17,11 +17,14 @@ Data flow (local backend)::
 
 Who owns what:
 
-* **Caller threads** create a :class:`~procpool.tasks.Task`, push it under
-  ``PoolState.lock`` and wake the supervisor through the backend (a write
-  only when a worker waits for work, so a busy loop costs no syscall).
+* **Caller threads** create a :class:`~procpool.tasks.Task` and push it under
+  ``PoolState.lock``. Only when a worker waits for work do they do more: send
+  it the task themselves if the supervisor is asleep in ``backend.wait`` (the
+  loop lock is free then; one thread hand-off less per round trip), else wake
+  the supervisor. A busy pool so costs a submission no syscall.
 * **The supervisor thread** (``procpool-supervisor``) runs :meth:`Supervisor._run`
-  and is the only writer of the worker records and of every future's result.
+  and, with that exception, is the only writer of the worker records and of
+  every future's result; it resolves futures last, just before it sleeps.
   It sleeps in one blocking ``backend.wait``; its timeout is the nearest
   deadline (task timeout, hook timeout, burst tick, restart backoff, stats
   dump), never a polling interval. Its rooms: :mod:`.dispatch` (queues →

@@ -3,8 +3,9 @@
 Every room of the supervisor (:mod:`.dispatch`, :mod:`.recovery`,
 :mod:`.fleet`, and the loop in :mod:`.loop`) works on one :class:`PoolState`.
 Caller threads touch it only through the loop's public methods, under
-``lock``; the supervisor thread is the only one that changes a worker's
-record or resolves a future.
+``lock``; only the thread holding the loop (the supervisor's, or a caller's
+sending to an idle worker while the supervisor waits: see
+``Supervisor.submit_many``) changes a worker's record or resolves a future.
 
 ``lock`` guards the queues, the ``run_task`` line, the lifecycle and the
 membership of the worker table. It is never held while a future is resolved

@@ -33,11 +33,13 @@ WORKERS = 2
 POOLS = ("procpool", "procpool-fork", "ProcessPoolExecutor", "multiprocessing.Pool", "loky",
          "pebble", "billiard")
 PEERS = POOLS[2:]
-LABELS = {"procpool-fork": "procpool (fork)"}
+#: Pools run only when ``--pools`` names them: procpool on a LocalCluster of its own.
+EXTRA_POOLS = ("procpool-dask",)
+LABELS = {"procpool-fork": "procpool (fork)", "procpool-dask": "procpool (Dask)"}
 
 #: The module a pool needs, where it is not the standard library.
 NEEDS = {"procpool": "procpool", "procpool-fork": "procpool", "loky": "loky",
-         "pebble": "pebble", "billiard": "billiard"}
+         "pebble": "pebble", "billiard": "billiard", "procpool-dask": "distributed"}
 
 
 def label(pool: str) -> str:
@@ -94,14 +96,19 @@ class Pool:
 
 
 class Procpool(Pool):
-    def __init__(self, start_method: str | None, workload: bool) -> None:
+    def __init__(self, start_method: str | None, workload: bool, dask: bool = False) -> None:
         import procpool
 
         config: procpool.Config[Any] = procpool.Config(
             on_create=tasks.build_table if workload else tasks.nothing,
             worker_count=WORKERS, resource_pool_size=0, start_method=start_method)
         self.start_method = config.effective_start_method
-        self.manager = procpool.TaskManager(config)
+        backend = None
+        if dask:
+            from procpool.backends.dask import DaskBackend
+
+            backend = DaskBackend()
+        self.manager = procpool.TaskManager(config, backend=backend)
 
     def submitter(self, fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
         return partial(self.manager.queue_task, tasks.WITH_RESOURCE[fn])
@@ -230,8 +237,9 @@ class Pebble(Pool):
 
 def open_pool(pool: str, workload: bool = False) -> Pool:
     """A new pool; ``workload``: every worker builds the scoring table first."""
-    if pool in ("procpool", "procpool-fork"):
-        return Procpool("fork" if pool == "procpool-fork" else None, workload)
+    if pool in ("procpool", "procpool-fork", "procpool-dask"):
+        return Procpool("fork" if pool == "procpool-fork" else None, workload,
+                        dask=pool == "procpool-dask")
     if pool in ("ProcessPoolExecutor", "loky"):
         return Executor(pool, workload)
     if pool in ("multiprocessing.Pool", "billiard"):
@@ -247,6 +255,8 @@ def start_method(pool: str) -> str:
         from procpool.config import default_start_method
 
         return default_start_method()
+    if pool == "procpool-dask":
+        return "dask"
     return "loky" if pool == "loky" else "fork"
 
 

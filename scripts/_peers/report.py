@@ -10,7 +10,7 @@ from typing import Any
 
 from _peers.pools import FIGURES, PEERS, WORKLOAD_MODES, label, start_method, workload_modes
 
-PROCPOOLS = ("procpool", "procpool-fork")
+PROCPOOLS = ("procpool", "procpool-fork", "procpool-dask")
 MP, PPE = "multiprocessing.Pool", "ProcessPoolExecutor"
 
 
