@@ -167,6 +167,8 @@ class Supervisor:
             return False
         self._loop_owner = threading.get_ident()
         try:
+            if not any(w.ready and not w.in_flight for w in self._state.pool_workers()):
+                return False  # workers still hold tasks: the supervisor batches what follows
             timed = self._dispatcher.dispatch_queued()
         finally:
             self._loop_owner = None

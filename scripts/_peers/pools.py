@@ -260,10 +260,18 @@ def start_method(pool: str) -> str:
     return "loky" if pool == "loky" else "fork"
 
 
+#: The modules that hold each pool's class: imported before any clock starts, as a
+#: program's own imports are (``procpool`` and ``concurrent.futures`` load them lazily).
+IMPLEMENTATION = {"procpool": ("procpool.manager",), "procpool-fork": ("procpool.manager",),
+                  "procpool-dask": ("procpool.manager", "procpool.backends.dask"),
+                  "ProcessPoolExecutor": ("concurrent.futures.process",),
+                  "multiprocessing.Pool": ("multiprocessing.pool",), "loky": ("loky",),
+                  "pebble": ("pebble",), "billiard": ("billiard.pool",)}
+
+
 def import_pool(pool: str) -> None:
     """Import what the pool needs before any clock starts."""
-    module = NEEDS.get(pool)
-    if module:
+    for module in IMPLEMENTATION.get(pool, ()):
         importlib.import_module(module)
 
 
