@@ -176,7 +176,10 @@ class ForkServerClient:
         ctx: Any = multiprocessing.get_context("forkserver" if lifelines is None else "fork")
         self.conn, server_end = ctx.Pipe(duplex=True)
         self._sock = socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM)
-        close_fds = () if lifelines is None else (self.conn.fileno(), *lifelines)
+        # A forked server must not keep this end open (nor its socket's copy): it would
+        # never see the connection close when this process dies.
+        close_fds = () if lifelines is None else (
+            self.conn.fileno(), self._sock.fileno(), *lifelines)
         if lifelines is not None:
             wire.remember_main_classes()
         self._process: BaseProcess = ctx.Process(
