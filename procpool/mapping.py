@@ -180,7 +180,9 @@ def results(belt: Belt) -> Iterator[Any]:
                 return
             values, error = belt.values_of(future)
             del future
-            yield from values
+            values.reverse()
+            while values:  # pop, not iterate: a value the caller dropped is freed at once
+                yield values.pop()
             if error is not None:
                 raise error
     finally:

@@ -81,3 +81,14 @@ def put_pid(queue: Any) -> int:
     """on_create that announces its worker on a multiprocessing queue."""
     queue.put(os.getpid())
     return os.getpid()
+
+
+class Token:
+    """A result that can be weakly referenced: is it freed once the caller drops it?"""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def token(resource: Any, value: int) -> Token:
+    return Token(value)

@@ -137,3 +137,15 @@ def test_buffersize_counts_items_when_chunks_are_sized_by_time() -> None:
         results = manager.map(tasks.double, source(), buffersize=50)
         assert list(itertools.islice(results, 1000)) == [2 * i for i in range(1000)]
         assert pulled[0] <= 1000 + 50
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chunksize", [None, 1, 50])
+def test_map_keeps_no_reference_to_a_result_it_yielded(chunksize: int | None) -> None:
+    import weakref
+
+    with TaskManager(config()) as manager:
+        for got in manager.map(tasks.token, range(200), chunksize=chunksize):
+            ref = weakref.ref(got)
+            del got
+            assert ref() is None  # plain reference counting: nothing else holds it
