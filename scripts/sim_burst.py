@@ -65,7 +65,7 @@ STEP = 0.001  # seconds of virtual time per simulation step
 DISPATCH_SECONDS = 0.002
 # CPU share of the benchmark's sleeping tasks (a sleep costs a little CPU around it).
 SLEEP_CPU_SHARE = 0.01
-# The issue's targets, in task time: p95 wait within one mean task time on step and sine.
+# The targets, in task time: p95 wait within one mean task time on step and sine.
 P95_WAIT_TARGET = 0.25
 WORKER_SECONDS_TARGET = 0.6  # x static-max, on sine and spike
 RUNS_PER_LOAD_CHANGE = 2  # runs of scale events in one direction, per load change
@@ -429,7 +429,7 @@ def frontier(trace_sets: list[dict[str, SimTrace]], start: float, cores: int) ->
 
     With several trace sets (Poisson or jitter seeds) every cell is the median over them,
     and the runs per load change add, in brackets, the most any one set made. The last
-    column says which of the issue's targets (on the traces given) a row misses.
+    column says which of the targets (on the traces given) a row misses.
     """
     traces = trace_sets[0]
     static = {n: [simulate(t[n], MAX_WORKERS, None, start, cores) for t in trace_sets]

@@ -72,7 +72,7 @@ def test_a_quick_run_measures_every_figure_and_rewrites_only_its_block(tmp_path:
     tail = text.split(END)[1]
     assert (head, tail) == (original.decode().split(START)[0], original.decode().split(END)[1])
     assert block.strip() in done.stdout
-    assert "### The issue's targets" in block and "physical floor" in block
+    assert "### The targets" in block and "physical floor" in block
     assert "`python scripts/bench_peers.py --quick --reps 1 --write-benchmarks`" in block
     assert str(tmp_path) not in block
 

@@ -1,5 +1,5 @@
 """The peer benchmark's Markdown report: one table per figure, the ratios of procpool to
-multiprocessing.Pool and to the best peer, and the performance issue's targets."""
+multiprocessing.Pool and to the best peer, and procpool's performance targets."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ METRICS = [
 ]
 _METRIC = {m[0]: m for m in METRICS}
 
-#: The issue's targets: what, metric, against (best / mp / ppe / floor / own_p50 / abs),
+#: The targets: what, metric, against (best / mp / ppe / floor / own_p50 / abs),
 #: comparison, bound.
 TARGETS = [
     ("round trip p50 ≤ 0.6x the best peer's", "rtt_p50_us", "best", "<=", 0.6),
@@ -389,7 +389,7 @@ def _ratios(run: Run) -> list[str]:
     for p in mine:
         head += [f"{label(p)} ÷ mp.Pool", f"{label(p)} ÷ best peer"]
     lines += _table(head, rows, left=3)
-    lines += ["### The issue's targets", ""]
+    lines += ["### The targets", ""]
     rows = [[t[0], *(_verdict(run, p, t) for p in mine)] for t in TARGETS
             if _METRIC[t[1]][5] in run.figures]
     lines += _table(["target", *(label(p) for p in mine)], rows)
