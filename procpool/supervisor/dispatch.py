@@ -108,12 +108,13 @@ class Dispatcher:
     def _hungry_workers(self) -> list[WorkerHandle]:
         """Ready pool workers that may take more now, emptiest first.
 
-        A worker whose running task has run longer than a tiny one would is
-        not topped up with tiny tasks: its kind's estimate is out of date, and
-        they would wait behind it while another worker is free.
+        A worker whose running task has run well past its kind's estimate
+        (twice it, and at least PREFETCH_SECONDS) is not topped up: the
+        estimate is out of date, and what it would be sent would wait behind
+        that task while another worker is free.
         """
         durations = self._state.durations
-        overdue = monotonic() - PREFETCH_SECONDS
+        now = monotonic()
         hungry = []
         for worker in self._state.pool_workers():
             if not worker.ready:
@@ -123,8 +124,10 @@ class Dispatcher:
                 if held[-1].alone or len(held) >= durations.refill_below(held[-1].kind):
                     continue
                 running = self._backend.running_task(worker.id)
-                if running is not None and running[1] < overdue:
-                    continue
+                if running is not None:
+                    expected = durations.estimate(held[0].kind) or 0.0
+                    if now - running[1] > max(PREFETCH_SECONDS, 2 * expected):
+                        continue
             hungry.append(worker)
         hungry.sort(key=lambda w: len(w.in_flight))
         return hungry
