@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -38,14 +40,17 @@ def test_map_unordered_yields_every_result_as_tasks_finish(chunksize: int) -> No
         assert order.index(0.5) >= 5, order
 
 
+def counted_count(pulled: list[int]) -> Iterator[int]:
+    """0, 1, 2, ... without end, counting in ``pulled[0]`` how many were read."""
+    for i in itertools.count():
+        pulled[0] += 1
+        yield i
+
+
 @pytest.mark.timeout(60)
 def test_map_unordered_is_lazy_and_leaving_cancels_the_rest() -> None:
     pulled = [0]
-
-    def source() -> Any:
-        for i in itertools.count():
-            pulled[0] += 1
-            yield i
+    source = functools.partial(counted_count, pulled)
 
     with TaskManager(config()) as manager:
         results = manager.map_unordered(tasks.double, source(), buffersize=16)
@@ -126,11 +131,7 @@ def test_check_health_judges_the_failing_item_of_a_chunk_not_the_chunk() -> None
 @pytest.mark.timeout(60)
 def test_buffersize_counts_items_when_chunks_are_sized_by_time() -> None:
     pulled = [0]
-
-    def source() -> Any:
-        for i in itertools.count():
-            pulled[0] += 1
-            yield i
+    source = functools.partial(counted_count, pulled)
 
     with TaskManager(config()) as manager:
         list(manager.map(tasks.double, range(5000)))  # learn that items are tiny

@@ -27,7 +27,13 @@ from typing import Any
 from distributed import WorkerPlugin
 
 from procpool.backends import wire
-from procpool.backends.worker import WorkerSpec, _error_report, _rss_reader, _unhealthy_reason
+from procpool.backends.worker import (
+    WorkerSpec,
+    _rss_reader,
+    leave_reason,
+    pickle_items,
+    run_one,
+)
 
 #: Key of one procpool worker's resource: (backend token, worker id).
 HeldKey = tuple[str, int]
@@ -124,45 +130,21 @@ def run_batch(key: HeldKey, task_ids: tuple[int, ...], payload: bytes) -> BatchR
     for task_id, (fn, args, kwargs) in zip(task_ids, tasks, strict=True):
         started = monotonic()
         cpu_started = process_time()
-        unhealthy = None
-        try:
-            item = fn(held.resource, *args, **kwargs)
-            outcome = wire.OK
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt too
-            unhealthy = _unhealthy_reason(spec.check_health, exc)
-            outcome = wire.RAISED if unhealthy is None else wire.RAISED_UNHEALTHY
-            item = _error_report(exc)
+        outcome, item, unhealthy = run_one(spec, held.resource, fn, args, kwargs)
         finished = monotonic()
         ids.append(task_id)
         outcomes.append(outcome)
         times.append((started, finished, process_time() - cpu_started, 0.0))
         items.append(item)
         held.tasks_done += 1
-        leaving = unhealthy
-        if leaving is None and spec.max_tasks is not None and held.tasks_done >= spec.max_tasks:
-            leaving = "max_tasks_per_worker reached"
-        elif leaving is None and held.rss is not None and held.rss() > (spec.max_memory or 0):
-            leaving = "max_memory_per_worker exceeded"
+        leaving = unhealthy or leave_reason(spec, held.tasks_done, held.rss)
         if leaving is not None:
             break
     del tasks
-    pickled = _pickle_items(items, outcomes)
+    pickled = pickle_items(items, outcomes)
     destroy_error = destroy(key) if leaving is not None else None
     return BatchReply(wire.Results(tuple(ids), tuple(outcomes), tuple(times), pickled),
                       leaving, destroy_error)
-
-
-def _pickle_items(items: list[Any], outcomes: list[int]) -> tuple[bytes, ...]:
-    """Each result on its own: one that cannot be pickled fails only its task."""
-    pickled = []
-    for i, item in enumerate(items):
-        try:
-            pickled.append(wire.dumps_fast(item))
-        except BaseException as exc:  # a result's __reduce__ may raise anything
-            outcomes[i] = wire.UNPICKLABLE_RESULT
-            text = f"{type(item).__module__}.{type(item).__qualname__}: {exc}"
-            pickled.append(wire.dumps_fast(text))
-    return tuple(pickled)
 
 
 def destroy(key: HeldKey) -> str | None:

@@ -171,7 +171,7 @@ class _Outbox:
         self.last_flush = monotonic()
         if not self.ids:
             return
-        items = self._pickle_items()  # first: it may change outcomes
+        items = pickle_items(self.items, self.outcomes)  # first: it may change outcomes
         message = wire.Results(tuple(self.ids), tuple(self.outcomes), self._times(), items)
         ids = self.ids
         self.ids, self.outcomes, self.times, self.items = [], [], [], []
@@ -190,17 +190,40 @@ class _Outbox:
         share = max(0.0, self.waited - waited) / (sum(walls) or 1.0)
         return tuple((*times, wall * share) for times, wall in zip(self.times, walls, strict=True))
 
-    def _pickle_items(self) -> tuple[bytes, ...]:
-        """Each result on its own; one that cannot be pickled is replaced by its error."""
-        pickled = []
-        for i, item in enumerate(self.items):
-            try:
-                pickled.append(wire.dumps_fast(item))
-            except BaseException as exc:  # a result's __reduce__ may raise anything
-                self.outcomes[i] = wire.UNPICKLABLE_RESULT
-                text = f"{type(item).__module__}.{type(item).__qualname__}: {exc}"
-                pickled.append(wire.dumps_fast(text))
-        return tuple(pickled)
+
+def pickle_items(items: list[Any], outcomes: list[int]) -> tuple[bytes, ...]:
+    """Each result on its own; one that cannot be pickled is replaced by its error
+    (and its outcome by ``UNPICKLABLE_RESULT``): it fails only its own task."""
+    pickled = []
+    for i, item in enumerate(items):
+        try:
+            pickled.append(wire.dumps_fast(item))
+        except BaseException as exc:  # a result's __reduce__ may raise anything
+            outcomes[i] = wire.UNPICKLABLE_RESULT
+            text = f"{type(item).__module__}.{type(item).__qualname__}: {exc}"
+            pickled.append(wire.dumps_fast(text))
+    return tuple(pickled)
+
+
+def run_one(spec: WorkerSpec, resource: Any, fn: Callable[..., Any], args: tuple[Any, ...],
+            kwargs: dict[str, Any]) -> tuple[int, Any, str | None]:
+    """``fn(resource, *args, **kwargs)``: its outcome code, result or error report, and
+    why the worker must leave after it (``check_health`` said so), if it must."""
+    try:
+        return wire.OK, fn(resource, *args, **kwargs), None
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the worker lives
+        unhealthy = _unhealthy_reason(spec.check_health, exc)
+        outcome = wire.RAISED if unhealthy is None else wire.RAISED_UNHEALTHY
+        return outcome, _error_report(exc), unhealthy
+
+
+def leave_reason(spec: WorkerSpec, tasks_done: int, rss: Callable[[], int] | None) -> str | None:
+    """Why a healthy worker leaves after its latest task (recycling), if it does."""
+    if spec.max_tasks is not None and tasks_done >= spec.max_tasks:
+        return "max_tasks_per_worker reached"
+    if rss is not None and rss() > (spec.max_memory or 0):
+        return "max_memory_per_worker exceeded"
+    return None
 
 
 def _unhealthy_reason(
@@ -222,7 +245,6 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
     pending: deque[tuple[int, Any, tuple[Any, ...], dict[str, Any]]] = deque()
     outbox = _Outbox(conn, progress)
     rss_reader = _rss_reader() if spec.max_memory else None
-    max_memory = spec.max_memory or 0
     tasks_done = 0
     while True:
         if not pending:
@@ -237,14 +259,7 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
         cpu_started = process_time()
         progress[1] = started
         progress[0] = task_id
-        unhealthy = None
-        try:
-            item = fn(resource, *args, **kwargs)
-            outcome = wire.OK
-        except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the worker lives
-            unhealthy = _unhealthy_reason(spec.check_health, exc)
-            outcome = wire.RAISED if unhealthy is None else wire.RAISED_UNHEALTHY
-            item = _error_report(exc)
+        outcome, item, unhealthy = run_one(spec, resource, fn, args, kwargs)
         finished = monotonic()
         cpu = process_time() - cpu_started
         progress[0] = 0.0
@@ -252,11 +267,7 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
         outbox.add(task_id, outcome, (started, finished, cpu), item)
         del item
         tasks_done += 1
-        reason = unhealthy
-        if reason is None and spec.max_tasks is not None and tasks_done >= spec.max_tasks:
-            reason = "max_tasks_per_worker reached"
-        elif reason is None and rss_reader is not None and rss_reader() > max_memory:
-            reason = "max_memory_per_worker exceeded"
+        reason = unhealthy or leave_reason(spec, tasks_done, rss_reader)
         if reason is not None:
             outbox.flush()
             conn.send_bytes(wire.dumps_fast(wire.Leaving(reason)))
