@@ -24,7 +24,7 @@ from time import monotonic
 import psutil
 import pytest
 
-from procpool import TaskManager, TaskPicklingError, WorkerCrashedError
+from procpool import TaskManager, TaskPicklingError, TaskTimeoutError, WorkerCrashedError
 from procpool.mapping import TASKS_AHEAD_PER_WORKER
 from tests import exact_tasks as et
 from tests import tasks
@@ -338,3 +338,25 @@ def test_worker_pids_never_lists_a_leaving_worker(start_method: str, worker_coun
             assert len(manager.worker_pids()) <= worker_count
             wait_until(lambda: manager.stats().active_workers == worker_count, WITHIN)
             assert len(manager.worker_pids()) == worker_count
+
+
+# == 6. a submission that finds a worker idle sends its task itself ===============
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("worker_count", [1, 2])
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_tasks_sent_to_an_idle_worker_from_the_callers_thread_keep_every_guarantee(
+    start_method: str, worker_count: int, warm: bool
+) -> None:
+    """Round trips on an idle pool: normal, priority, and timed tasks (whose deadline the
+    supervisor must still watch though it did not send them)."""
+    with TaskManager(config(start_method, worker_count=worker_count)) as manager:
+        if warm:
+            assert sum(manager.map(tasks.double, range(2000))) == 2 * sum(range(2000))
+        for i in range(200):
+            assert manager.queue_task(tasks.double, i).result(timeout=WITHIN) == 2 * i
+            assert manager.queue_task_with_priority(tasks.add, i, 1).result(timeout=WITHIN) == i + 1
+        timed = manager.submit(tasks.sleep_for, (30,), timeout=0.2)
+        assert isinstance(timed.exception(timeout=WITHIN), TaskTimeoutError)
+        assert manager.queue_task(tasks.double, 4).result(timeout=WITHIN) == 8
