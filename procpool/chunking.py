@@ -8,10 +8,19 @@ hops: ~0.1 ms) is a few per cent of it; short enough that a priority task
 waits behind little and the last chunks spread over every worker. When the
 input's length is known, no chunk holds more than a quarter of one worker's
 share, as ``multiprocessing.Pool``'s default does, so the end is balanced too.
-Pure: numbers in, numbers out.
+While chunks still grow towards that size (at most :data:`MAX_GROWTH` times
+per step), each size is tried before the next is sized, so the ramp costs a
+round trip per step, not a window of small chunks.
+
+A pool remembers, per function, what its items took (:class:`ItemTimes`): the
+next ``map`` of that function starts at the size that fitted, with no ramp,
+and a function already timed as a plain task needs no probe item. Pure:
+numbers in, numbers out.
 """
 
 from __future__ import annotations
+
+from collections.abc import Hashable
 
 #: Work one chunk should hold, in seconds of its worker's time.
 TARGET_CHUNK_SECONDS = 0.002
@@ -22,7 +31,9 @@ MAX_CHUNK_ITEMS = 8192
 
 #: A chunk grows at most this many times over the largest one measured: a first
 #: item that ran unusually fast must not send thousands of slow ones at once.
-MAX_GROWTH = 8
+#: 64 reaches a 2,500-item chunk of no-op items in two steps (1, 64): the damage
+#: an unrepresentatively fast first item can do is bounded by 64 slow ones.
+MAX_GROWTH = 64
 
 #: With a known length, it makes at least this many chunks per worker (as
 #: ``multiprocessing.Pool``'s default), so that the last ones spread out.
@@ -31,15 +42,44 @@ CHUNKS_PER_WORKER = 4
 #: Weight of the older per-item time when a smaller chunk ran faster.
 DECAY = 0.75
 
+#: Functions :class:`ItemTimes` remembers before it starts afresh.
+MAX_FUNCTIONS = 1024
+
+
+class ItemTimes:
+    """Per kind of function: seconds per item, and the largest chunk that figure
+    was measured on. Shared by a pool's maps (a dict store is atomic, so maps
+    in several threads may share it)."""
+
+    def __init__(self) -> None:
+        self._known: dict[Hashable, tuple[float, int]] = {}
+
+    def get(self, kind: Hashable) -> tuple[float, int] | None:
+        return self._known.get(kind)
+
+    def put(self, kind: Hashable, per_item: float, items: int) -> None:
+        if kind not in self._known and len(self._known) >= MAX_FUNCTIONS:
+            self._known.clear()
+        self._known[kind] = (per_item, items)
+
+    def seed(self, kind: Hashable, task_seconds: float | None) -> None:
+        """What a plain task of ``kind`` took stands for one item, until a map measures."""
+        if task_seconds is not None and kind not in self._known:
+            self.put(kind, task_seconds, 1)
+
 
 class ChunkSizer:
     """The size of the next chunk: ``fixed`` when given, else from measured items,
     never more than ``most``."""
 
     def __init__(
-        self, fixed: int | None, workers: int, length: int | None, most: int = MAX_CHUNK_ITEMS
+        self, fixed: int | None, workers: int, length: int | None, most: int = MAX_CHUNK_ITEMS,
+        memory: tuple[ItemTimes, Hashable] | None = None,
     ) -> None:
+        """``memory``: where this function's item times are kept between maps; the
+        first chunks start from what it holds, and each measurement goes back."""
         self.fixed = fixed
+        self._memory = memory
         workers = max(1, workers)
         # With a known length, chunks leave at least CHUNKS_PER_WORKER per worker.
         self._cap = max(1, min(most, MAX_CHUNK_ITEMS) if length is None else min(
@@ -47,21 +87,30 @@ class ChunkSizer:
         self._per_item: float | None = None  # seconds, as measured
         self._measured_items = 0  # items in the chunk behind that figure
         self._largest = 1  # items in the largest chunk measured
+        known = None if memory is None else memory[0].get(memory[1])
+        if known is not None:
+            self._per_item, self._measured_items = known
+            self._largest = max(1, known[1])
 
     @property
-    def measured(self) -> bool:
-        return self.fixed is not None or self._per_item is not None
+    def settled(self) -> bool:
+        """False while the next chunk is larger than any measured: the size still ramps."""
+        return self.fixed is not None or (
+            self._per_item is not None and self.next_size() <= self._largest)
 
     def next_size(self) -> int:
         if self.fixed is not None:
             return self.fixed
         if self._per_item is None:
             return 1
+        return min(self._wanted(), self._largest * MAX_GROWTH)
+
+    def _wanted(self) -> int:
+        """The size the measured time per item asks for, within the caps."""
+        assert self._per_item is not None
         if self._per_item <= 0:
-            size = MAX_CHUNK_ITEMS
-        else:
-            size = int(TARGET_CHUNK_SECONDS / self._per_item)
-        return max(1, min(size, self._cap, self._largest * MAX_GROWTH))
+            return self._cap
+        return max(1, min(int(TARGET_CHUNK_SECONDS / self._per_item), self._cap))
 
     def observe(self, seconds: float, items: int) -> None:
         """A chunk of ``items`` ran in ``seconds`` of its worker's time.
@@ -78,3 +127,6 @@ class ChunkSizer:
         else:
             self._per_item = DECAY * old + (1 - DECAY) * per_item
         self._largest = max(self._largest, items)
+        if self._memory is not None:
+            times, kind = self._memory
+            times.put(kind, self._per_item, self._largest)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar
 from procpool._log import logger
 from procpool.backends.base import Backend
 from procpool.backends.local import LocalBackend  # here: its import is not the pool's start
-from procpool.chunking import MAX_CHUNK_ITEMS, ChunkSizer
+from procpool.chunking import MAX_CHUNK_ITEMS, ChunkSizer, ItemTimes
 from procpool.config import Config, _check_seconds
 from procpool.mapping import (
     CHUNKS_AHEAD_PER_WORKER,
@@ -78,6 +78,7 @@ class TaskManager(Generic[R]):
         if backend is None:
             backend = LocalBackend()
         self._supervisor = Supervisor(config, backend, _breaker)
+        self._item_times = ItemTimes()  # what map items of each function took
         self._dumper: StatsDumper | None = None
         self._dumper_lock = threading.Lock()
         if config.stats_dump_path is not None:
@@ -263,8 +264,10 @@ class TaskManager(Generic[R]):
         if chunksize is None and buffersize is not None:  # at most buffersize items ahead
             window = min(buffersize, CHUNKS_AHEAD_PER_WORKER * workers)
             most = buffersize // window
-        sizer = None if chunksize == 1 else ChunkSizer(chunksize, workers, length, most)
         fn_kind = kind_of(fn)
+        self._item_times.seed(fn_kind, self._supervisor.task_seconds(fn_kind))
+        sizer = None if chunksize == 1 else ChunkSizer(
+            chunksize, workers, length, most, (self._item_times, fn_kind))
         chunk_fn = MapChunk(fn, spread)
 
         def chunks(sizer: ChunkSizer) -> Iterator[tuple[Callable[..., Any], tuple[Any, ...],

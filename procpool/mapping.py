@@ -42,8 +42,9 @@ class Belt:
 
     ``submit(n)`` reads at most ``n`` more tasks' worth of input, submits
     them and returns their futures (fewer once the input ends). ``sizer``,
-    for chunked maps, hears each chunk's time; until it has measured one,
-    only one chunk per worker is out.
+    for chunked maps, hears each chunk's time; until its size has settled
+    (the first chunk, then each larger size tried), only one chunk per
+    worker is out, topped up as each comes back.
     """
 
     def __init__(
@@ -59,7 +60,8 @@ class Belt:
         self._sizer = sizer
         self._probe = max(1, workers)
         self._deadline = deadline
-        self._top_up()
+        # One task per worker first: they start at once, while the rest is read.
+        self._top_up(most=self._probe)
 
     def next_future(self) -> Future[Any] | None:
         """The future whose values come next, after topping up; None at the end."""
@@ -88,12 +90,13 @@ class Belt:
     def __del__(self) -> None:
         self.close()
 
-    def _top_up(self) -> None:
-        window = self._window
-        if self._sizer is not None and not self._sizer.measured:
-            window = self._probe  # one item per worker until one's time is known
+    def _top_up(self, most: int | None = None) -> None:
+        window = self._window if most is None else min(most, self._window)
+        refill_at = self._window // 2
+        if self._sizer is not None and not self._sizer.settled:
+            window = refill_at = self._probe  # one chunk per worker while sizes ramp up
         ahead = self._ahead()  # submitted and not yet yielded
-        if self._submit is None or ahead > window // 2:
+        if self._submit is None or ahead > refill_at or ahead >= window:
             return
         more = self._submit(window - ahead)
         self._keep(more)

@@ -150,3 +150,20 @@ def test_map_keeps_no_reference_to_a_result_it_yielded(chunksize: int | None) ->
             ref = weakref.ref(got)
             del got
             assert ref() is None  # plain reference counting: nothing else holds it
+
+
+@pytest.mark.timeout(60)
+def test_a_pool_keeps_what_its_maps_and_tasks_measured_for_the_next_map() -> None:
+    from procpool.tasks import kind_of
+
+    with TaskManager(config()) as manager:
+        times = manager._item_times  # what sizes the first chunks (tests/policy/test_chunking.py)
+        assert times.get(kind_of(tasks.double)) is None
+        assert list(manager.map(tasks.double, range(5000))) == [2 * i for i in range(5000)]
+        per_item, largest = times.get(kind_of(tasks.double)) or (None, 0)
+        assert per_item is not None and largest > 1
+        manager.queue_task(tasks.token, 1).result()
+        assert times.get(kind_of(tasks.token)) is None
+        list(manager.map(tasks.token, range(3), chunksize=1))  # a plain task's time seeds a map
+        seeded = times.get(kind_of(tasks.token))
+        assert seeded is not None and seeded[1] == 1

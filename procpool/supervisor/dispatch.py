@@ -47,6 +47,9 @@ class Dispatcher:
         that cannot be pickled fails its future and is not held, so the worker
         it was meant for is still hungry and gets the next tasks in the same
         pass. Passes repeat while they place tasks and the queue is not empty.
+        In one pass no worker takes more than its share of the queue (split
+        over every ready worker), so the last tasks of a run spread over the
+        workers instead of filling the depth of the first one that asks.
         """
         self._dispatch_immediate()
         self.dispatch_queued()
@@ -61,9 +64,13 @@ class Dispatcher:
         timed = False
         while True:
             placed = False
-            for worker in self._hungry_workers():
+            hungry = self._hungry_workers()
+            ready = sum(1 for worker in state.pool_workers() if worker.ready)
+            with state.lock:
+                share = -(-len(state.queues) // max(1, ready))
+            for worker in hungry:
                 with state.lock:
-                    batch = self._take(worker)
+                    batch = self._take(worker, share)
                 if batch:
                     placed = True
                     timed = timed or batch[0].timeout is not None  # timed tasks go alone
@@ -132,8 +139,9 @@ class Dispatcher:
         hungry.sort(key=lambda w: len(w.in_flight))
         return hungry
 
-    def _take(self, worker: WorkerHandle) -> list[Task]:
-        """Pop the tasks ``worker`` may take now, by strict priority (caller holds ``lock``).
+    def _take(self, worker: WorkerHandle, share: int) -> list[Task]:
+        """Pop at most ``share`` tasks ``worker`` may take now, by strict priority
+        (caller holds ``lock``).
 
         Tiny tasks up to the depth of their kind, in one batch; any other task
         alone in its batch, and only while the worker holds fewer than its
@@ -144,7 +152,7 @@ class Dispatcher:
         queues = state.queues
         durations = state.durations
         held = len(worker.in_flight)
-        room = self._tasks_left(worker)
+        room = min(share, self._tasks_left(worker))
         while room > 0 and queues:
             task = queues.peek()
             tiny = not task.alone and durations.is_tiny(task.kind)

@@ -43,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
 from time import monotonic
 from typing import Any
@@ -249,6 +249,10 @@ class Supervisor:
         else:
             result = records.metrics.metrics()
         return dataclasses.replace(result, cpu_share=records.cpu.value)
+
+    def task_seconds(self, kind: Hashable) -> float | None:
+        """Any thread (one dict read): what tasks of ``kind`` take, if any ran."""
+        return self._state.durations.estimate(kind)
 
     def worker_handles(self) -> list[WorkerHandle]:
         with self._state.lock:

@@ -4,24 +4,37 @@ from __future__ import annotations
 
 from procpool.chunking import (
     MAX_CHUNK_ITEMS,
+    MAX_FUNCTIONS,
     MAX_GROWTH,
     TARGET_CHUNK_SECONDS,
     ChunkSizer,
+    ItemTimes,
 )
 
 
 def test_a_fixed_chunksize_is_kept_whatever_is_measured() -> None:
     sizer = ChunkSizer(500, workers=2, length=None)
-    assert sizer.measured and sizer.next_size() == 500
+    assert sizer.settled and sizer.next_size() == 500
     sizer.observe(10.0, 500)
     assert sizer.next_size() == 500
 
 
 def test_items_go_one_by_one_until_one_was_timed() -> None:
     sizer = ChunkSizer(None, workers=2, length=None)
-    assert not sizer.measured and sizer.next_size() == 1
-    sizer.observe(0.000_001, 1)
-    assert sizer.measured
+    assert not sizer.settled and sizer.next_size() == 1
+    sizer.observe(0.05, 1)  # slow items: one each, as tried
+    assert sizer.settled and sizer.next_size() == 1
+
+
+def test_the_size_settles_once_a_chunk_of_the_size_wanted_was_timed() -> None:
+    sizer = ChunkSizer(None, workers=2, length=20_000)
+    steps = []
+    while not sizer.settled:
+        steps.append(size := sizer.next_size())
+        sizer.observe(size * 0.000_000_1, size)  # 0.1 us per item
+    assert steps == [1, MAX_GROWTH, 20_000 // 8]
+    sizer.observe(0.003, 2500)  # slower: a smaller size, already tried
+    assert sizer.settled and sizer.next_size() < 2500
 
 
 def test_a_chunk_grows_at_most_max_growth_over_the_largest_one_timed() -> None:
@@ -76,3 +89,32 @@ def test_most_bounds_a_chunk_and_the_cap_bounds_memory() -> None:
             sizer.observe(0.0, items)
     assert capped.next_size() == 3
     assert fast.next_size() == MAX_CHUNK_ITEMS
+
+
+def test_a_later_map_of_a_function_starts_at_the_size_that_fitted() -> None:
+    times = ItemTimes()
+    first = ChunkSizer(None, workers=2, length=None, memory=(times, "f"))
+    for size in (1, MAX_GROWTH):
+        first.observe(size * 0.000_001, size)  # 1 us per item
+    later = ChunkSizer(None, workers=2, length=None, memory=(times, "f"))
+    assert later.next_size() == min(MAX_GROWTH**2, 2000)  # no probe, one ramp step less
+    other = ChunkSizer(None, workers=2, length=None, memory=(times, "g"))
+    assert other.next_size() == 1  # another function starts from scratch
+
+
+def test_a_function_timed_as_a_plain_task_needs_no_probe_item() -> None:
+    times = ItemTimes()
+    times.seed("f", 0.000_001)
+    assert ChunkSizer(None, workers=2, length=None, memory=(times, "f")).next_size() == MAX_GROWTH
+    times.seed("f", 1.0)  # what a map measured is kept: a seed does not overwrite it
+    assert times.get("f") == (0.000_001, 1)
+    times.seed("h", None)  # never ran: nothing known
+    assert times.get("h") is None
+
+
+def test_item_times_forget_everything_past_their_bound() -> None:
+    times = ItemTimes()
+    for i in range(MAX_FUNCTIONS):
+        times.put(i, 0.001, 1)
+    times.put("one more", 0.001, 1)
+    assert times.get(0) is None and times.get("one more") == (0.001, 1)
