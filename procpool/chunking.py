@@ -4,7 +4,8 @@ Like a baker who times the first loaf before filling the oven: the first item
 of each worker goes alone, and from then on a chunk holds as many items as
 take about :data:`TARGET_CHUNK_SECONDS` in a worker, as measured by the
 chunks that came back. Long enough that a task's own cost (pickling, two pipe
-hops: ~0.1 ms) is a few per cent of it; short enough that a priority task
+hops and, on a machine whose cores the workers fill, the caller's own turn on
+one of them: 0.1-0.3 ms) is a few per cent of it; short enough that a priority task
 waits behind little and the last chunks spread over every worker. When the
 input's length is known, no chunk holds more than a quarter of one worker's
 share, as ``multiprocessing.Pool``'s default does, so the end is balanced too.
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-#: Work one chunk should hold, in seconds of its worker's time.
-TARGET_CHUNK_SECONDS = 0.002
+#: Work one chunk should hold, in seconds of its worker's time. At 2 ms, a map
+#: of 1,790 ``ast``-parsed files (~5 ms each, one per chunk) ran ~10% slower
+#: than chunksize=16; at 10 ms, as fast (scripts/bench_peers.py --only workload).
+TARGET_CHUNK_SECONDS = 0.010
 
 #: Most items in one chunk, whatever their speed: bounds the memory of a chunk
 #: and of the look-ahead (see ``procpool.mapping``).
@@ -110,7 +113,7 @@ class ChunkSizer:
         assert self._per_item is not None
         if self._per_item <= 0:
             return self._cap
-        return max(1, min(int(TARGET_CHUNK_SECONDS / self._per_item), self._cap))
+        return max(1, min(round(TARGET_CHUNK_SECONDS / self._per_item), self._cap))
 
     def observe(self, seconds: float, items: int) -> None:
         """A chunk of ``items`` ran in ``seconds`` of its worker's time.

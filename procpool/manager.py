@@ -205,7 +205,7 @@ class TaskManager(Generic[R]):
     ) -> Iterator[T]:
         """Like built-in ``map``, run on the pool: results in input order, lazily.
 
-        Items travel in chunks sized by how long they take (about 2 ms of work
+        Items travel in chunks sized by how long they take (about 10 ms of work
         each, see :mod:`procpool.chunking`): the first item per worker goes
         alone, so slow items are never lumped together, while tiny ones reach
         ``multiprocessing.Pool``'s speed without tuning. ``chunksize=n`` fixes
@@ -213,8 +213,9 @@ class TaskManager(Generic[R]):
         queue, so priority tasks still go first. The input is read as results
         are taken, so an endless generator works in constant memory: at most
         ``buffersize`` tasks are submitted ahead of the one being waited for
-        (by default 4 chunks per worker, or 128 tasks per worker with a
-        ``chunksize``); without a ``chunksize``, ``buffersize`` counts items.
+        (by default 4 chunks per worker, or more small chunks, up to 128 items
+        per worker, or 128 tasks per worker with a ``chunksize``); without a
+        ``chunksize``, ``buffersize`` counts items.
         An item's exception is raised at that item, after the results before
         it (a chunk that cannot be pickled fails as a whole, its error naming
         the item). ``timeout`` bounds the wait for all results, counted from
@@ -289,7 +290,12 @@ class TaskManager(Generic[R]):
                 self._supervisor.submit_many(tasks)
             return [task.future for task in tasks]
 
-        belt = (InOrder if ordered else AsDone)(submit, window, sizer, workers, deadline)
+        # Chunks sized by time: a window of a few, or of as many as carry as many
+        # items as single-item tasks would (slow items: one long item the caller
+        # waits for must not leave the other workers idle). buffersize bounds it.
+        items_ahead = TASKS_AHEAD_PER_WORKER * workers if buffersize is None else 0
+        belt = (InOrder if ordered else AsDone)(submit, window, sizer, workers, deadline,
+                                                items_ahead)
         values: Iterator[T] = results(belt)
         if progress:
             from procpool.progress import ProgressResults

@@ -33,7 +33,9 @@ T = TypeVar("T")
 TASKS_AHEAD_PER_WORKER = 128
 
 #: Chunks submitted ahead per worker when they are sized by time: one running,
-#: one held behind it, two more to cover the caller's own delays.
+#: one held behind it, two more to cover the caller's own delays. When chunks
+#: are small (slow items), more: at least TASKS_AHEAD_PER_WORKER items, so that
+#: one long item the caller waits for does not leave the other workers idle.
 CHUNKS_AHEAD_PER_WORKER = 4
 
 
@@ -41,7 +43,9 @@ class Belt:
     """What was submitted and not yet yielded, and how to submit more.
 
     ``submit(n)`` reads at most ``n`` more tasks' worth of input, submits
-    them and returns their futures (fewer once the input ends). ``sizer``,
+    them and returns their futures (fewer once the input ends). The window
+    holds ``window`` tasks, or as many chunks as carry ``items_ahead`` items
+    when that is more. ``sizer``,
     for chunked maps, hears each chunk's time; until its size has settled
     (the first chunk, then each larger size tried), only one chunk per
     worker is out, topped up as each comes back.
@@ -54,9 +58,11 @@ class Belt:
         sizer: ChunkSizer | None,
         workers: int,
         deadline: float | None,
+        items_ahead: int = 0,
     ) -> None:
         self._submit: Callable[[int], list[Future[Any]]] | None = submit
         self._window = max(1, window)
+        self._items_ahead = items_ahead
         self._sizer = sizer
         self._probe = max(1, workers)
         self._deadline = deadline
@@ -91,9 +97,13 @@ class Belt:
         self.close()
 
     def _top_up(self, most: int | None = None) -> None:
-        window = self._window if most is None else min(most, self._window)
-        refill_at = self._window // 2
-        if self._sizer is not None and not self._sizer.settled:
+        full = self._window
+        sizer = self._sizer
+        if sizer is not None and self._items_ahead:  # small chunks: more of them
+            full = max(full, -(-self._items_ahead // sizer.next_size()))
+        window = full if most is None else min(most, full)
+        refill_at = full // 2
+        if sizer is not None and not sizer.settled:
             window = refill_at = self._probe  # one chunk per worker while sizes ramp up
         ahead = self._ahead()  # submitted and not yet yielded
         if self._submit is None or ahead > refill_at or ahead >= window:

@@ -33,7 +33,7 @@ def test_the_size_settles_once_a_chunk_of_the_size_wanted_was_timed() -> None:
         steps.append(size := sizer.next_size())
         sizer.observe(size * 0.000_000_1, size)  # 0.1 us per item
     assert steps == [1, MAX_GROWTH, 20_000 // 8]
-    sizer.observe(0.003, 2500)  # slower: a smaller size, already tried
+    sizer.observe(0.03, 2500)  # slower: a smaller size, already tried
     assert sizer.settled and sizer.next_size() < 2500
 
 
@@ -62,15 +62,16 @@ def test_items_slower_than_the_target_go_alone() -> None:
 
 def test_a_slower_small_chunk_is_believed_at_once_a_faster_one_only_erodes() -> None:
     sizer = ChunkSizer(None, workers=2, length=None)
+    fast = TARGET_CHUNK_SECONDS / 100  # per item: 100 per chunk
     for items in (1, 8, 64):
-        sizer.observe(items * 0.000_02, items)  # 20 us per item: 100 per chunk
+        sizer.observe(items * fast, items)
     assert sizer.next_size() == 100
-    sizer.observe(0.008, 8)  # 1 ms per item: slow items have come
+    sizer.observe(8 * TARGET_CHUNK_SECONDS / 2, 8)  # slow items have come: 2 per chunk
     assert sizer.next_size() == 2
     for _ in range(10):  # fast single items erode the estimate, not all the way back
-        sizer.observe(0.000_02, 1)
+        sizer.observe(fast, 1)
     assert 2 < sizer.next_size() < 100
-    sizer.observe(0.000_02 * 64, 64)  # as large a chunk as the last slow one: believed
+    sizer.observe(fast * 64, 64)  # as large a chunk as the last slow one: believed
     assert sizer.next_size() == 100
 
 
@@ -97,7 +98,9 @@ def test_a_later_map_of_a_function_starts_at_the_size_that_fitted() -> None:
     for size in (1, MAX_GROWTH):
         first.observe(size * 0.000_001, size)  # 1 us per item
     later = ChunkSizer(None, workers=2, length=None, memory=(times, "f"))
-    assert later.next_size() == min(MAX_GROWTH**2, 2000)  # no probe, one ramp step less
+    # no probe, and one ramp step less
+    assert later.next_size() == min(MAX_GROWTH**2, round(TARGET_CHUNK_SECONDS / 0.000_001),
+                                    MAX_CHUNK_ITEMS)
     other = ChunkSizer(None, workers=2, length=None, memory=(times, "g"))
     assert other.next_size() == 1  # another function starts from scratch
 
