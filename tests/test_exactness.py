@@ -7,6 +7,7 @@ not assumed. Every test runs under ``fork`` and ``forkserver``.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import itertools
 import json
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import weakref
 from collections import Counter
 from collections.abc import Iterator
@@ -230,6 +232,42 @@ def test_a_queued_task_costs_the_caller_under_a_kilobyte(tmp_path: Path) -> None
         gate.open()
         blocker.result(timeout=WITHIN)
         assert futures[-1].result(timeout=WITHIN) == 2 * 19_999
+
+
+@pytest.mark.timeout(60)
+def test_a_future_waited_on_in_any_way_at_any_moment_is_woken() -> None:
+    """Futures nobody waits on are resolved without a Condition; a waiter that comes
+    while the pool resolves them (result, wait, as_completed, a callback) still wakes."""
+    with TaskManager(config("forkserver")) as manager:
+        futures = [manager.queue_task(tasks.double, i) for i in range(3000)]
+        called = threading.Semaphore(0)
+
+        def waiter(how: int) -> None:
+            for i, f in enumerate(futures):
+                if i % 4 != how:
+                    continue
+                if how == 0:
+                    assert f.result(timeout=WITHIN) == 2 * i
+                elif how == 1:
+                    assert concurrent.futures.wait([f], timeout=WITHIN).done == {f}
+                elif how == 2:
+                    assert list(concurrent.futures.as_completed([f], timeout=WITHIN)) == [f]
+                else:
+                    f.add_done_callback(lambda _: called.release())
+
+        threads = [threading.Thread(target=waiter, args=(how,)) for how in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WITHIN)
+        assert not any(thread.is_alive() for thread in threads)
+        for _ in range(len(futures) // 4):
+            assert called.acquire(timeout=WITHIN)
+        assert [f.result() for f in futures] == [2 * i for i in range(3000)]
+        untouched = manager.queue_task(tasks.double, 1)
+        wait_until(untouched.done, WITHIN)  # asking done() makes nothing
+        assert "_made_condition" not in untouched.__dict__  # resolved without a Condition
+        assert untouched.result() == 2
 
 
 @pytest.mark.timeout(60)
