@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING, RUNNING
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
@@ -24,6 +24,9 @@ class TaskOwner(Protocol):
 
     def run_callback(self, fn: Callable[[Future[Any]], object], future: Future[Any]) -> None:
         """Run a done-callback of ``future``, off the pool's own thread."""
+
+    def collect(self, task: Task, timeout: float) -> None:
+        """A caller is about to wait for ``task``: fetch its result now if that is cheap."""
 
 
 #: The keyword arguments of every task called without any (never changed).
@@ -42,10 +45,15 @@ _FUTURE_FIELDS = {"_state": PENDING, "_result": None, "_exception": None}
 
 #: Held while a future's Condition is made, and while a future found without one
 #: changes state without one (see TaskFuture): no waiter can slip in between.
-_FIRST_USE = threading.Lock()
+#: Reentrant: making a Condition may collect garbage whose ``__del__`` (a dropped
+#: ``map``'s) cancels futures, on the same thread.
+_FIRST_USE = threading.RLock()
 
 #: Where a future's Condition is kept once made (see _MadeOnFirstUse).
 _CONDITION_KEY = "_made_condition"
+
+#: A wait without a timeout, as a number of seconds.
+_FOREVER = float("inf")
 
 _CANCELLED_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED)
 _DONE_STATES = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
@@ -115,6 +123,14 @@ class TaskFuture(Future[T]):
         return self._state in _CANCELLED_STATES
 
     def result(self, timeout: float | None = None) -> T:
+        if self._state != FINISHED:
+            owner = self._owner() if self._owner is not None else None
+            task = self._task
+            if owner is not None and task is not None and (timeout is None or timeout > 0):
+                started = monotonic()
+                owner.collect(task, _FOREVER if timeout is None else timeout)
+                if timeout is not None:
+                    timeout = max(0.0, timeout - (monotonic() - started))
         if self._state == FINISHED:
             return _finished_result(self)  # type: ignore[no-any-return]
         return super().result(timeout)

@@ -270,6 +270,20 @@ def test_a_future_waited_on_in_any_way_at_any_moment_is_woken() -> None:
         assert untouched.result() == 2
 
 
+@pytest.mark.timeout(10)
+def test_a_finaliser_running_while_a_condition_is_made_may_touch_futures() -> None:
+    """Making a future's Condition may collect garbage, and a dropped map's finaliser
+    cancels its futures right there, on the same thread: that must not deadlock."""
+    from procpool import tasks as procpool_tasks
+
+    queued, running = procpool_tasks.TaskFuture(), procpool_tasks.TaskFuture()
+    assert running.set_running_or_notify_cancel()
+    with procpool_tasks._FIRST_USE:  # where the collector may run a finaliser
+        assert queued.cancel() and not running.cancel()
+        running.set_result(1)
+    assert queued.cancelled() and running.result() == 1
+
+
 @pytest.mark.timeout(60)
 def test_a_big_result_is_freed_when_its_future_is_dropped(start_method: str) -> None:
     me = psutil.Process()

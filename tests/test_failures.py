@@ -129,6 +129,51 @@ def test_a_worker_dying_mid_task_fails_only_that_task(how: str) -> None:
         assert manager.queue_task(tasks.double, 21).result(timeout=30) == 42
 
 
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+@pytest.mark.parametrize("worker_count", [1, 2])
+def test_a_worker_dying_under_a_waiting_caller_fails_that_task_and_nothing_hangs(
+    start_method: str, worker_count: int
+) -> None:
+    """Sequential round trips of a tiny kind: the waiting caller's thread reads each
+    result itself (Supervisor.collect); a worker dying meanwhile is still reported."""
+    config = plain_config(worker_count=worker_count, start_method=start_method)
+    with TaskManager(config) as manager:
+        for i in range(1, 10):
+            assert manager.queue_task(ft.chaos, i).result(timeout=30) == 3 * i  # tiny now
+        for i in range(11, 45):
+            future = manager.queue_task(ft.chaos, i)
+            if i % 20 == 0:
+                with pytest.raises(WorkerCrashedError):
+                    future.result(timeout=30)
+            elif i % 20 == 10:
+                with pytest.raises(ValueError, match=f"bad item {i}"):
+                    future.result(timeout=30)
+            else:
+                assert future.result(timeout=30) == 3 * i
+        wait_until(base_restored(manager, worker_count))
+
+
+@pytest.mark.parametrize("start_method", ["fork", "forkserver"])
+def test_workers_recycled_after_every_task_under_a_waiting_caller(start_method: str) -> None:
+    """Each worker leaves after its task (Leaving, Goodbye, exit) while the caller reads."""
+    config = plain_config(worker_count=2, start_method=start_method, max_tasks_per_worker=1)
+    with TaskManager(config) as manager:
+        assert [manager.queue_task(tasks.double, i).result(timeout=30)
+                for i in range(30)] == [2 * i for i in range(30)]
+
+
+def test_a_waiting_caller_times_out_on_a_tiny_kind_that_turned_slow() -> None:
+    with TaskManager(plain_config(worker_count=1)) as manager:
+        for _ in range(20):
+            manager.queue_task(tasks.sleep_for, 0).result(timeout=30)  # a tiny kind
+        slow = manager.queue_task(tasks.sleep_for, 0.5)
+        started = monotonic()
+        with pytest.raises(TimeoutError):
+            slow.result(timeout=0.05)
+        assert monotonic() - started < 0.4  # its own timeout, not the task's end
+        assert slow.result(timeout=30) == 0.5
+
+
 def test_a_killed_busy_worker_is_detected_quickly_and_replaced(tmp_path: Path) -> None:
     """What the OOM killer does: SIGKILL from outside, while a task runs."""
     gate = Gate(tmp_path)

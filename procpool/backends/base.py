@@ -129,6 +129,21 @@ class Backend(ABC):
     #: just found gone (ignore it: the worker's :class:`WorkerGone` frees its tasks).
     send_while_waiting: bool = False
 
+    #: True when :meth:`collect` works (under the same rule as a ``send`` beside
+    #: :meth:`wait`): a caller waiting for one tiny task's result then reads it
+    #: from its worker itself, sparing the hand-off from the supervisor thread.
+    collect_while_waiting: bool = False
+
+    def collect(self, worker_id: int, timeout: float) -> list[Event] | None:
+        """Wait up to ``timeout`` s for the next message of ``worker_id`` and return
+        what it says, as :meth:`wait` would have (only where
+        :attr:`collect_while_waiting`). None when this may not be done now
+        (:meth:`wait` may already have read what the worker sent since the
+        latest :meth:`send` to it); an empty list when nothing came in time.
+        While it runs, :meth:`wait` leaves that worker's messages for it.
+        """
+        raise NotImplementedError
+
     def open(self, config: Config[Any]) -> None:  # noqa: B027 -- optional hook
         """Take the pool's config (hooks, start method, sizes) before the first start.
 

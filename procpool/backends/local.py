@@ -1,7 +1,8 @@
 """Local backend: one OS process per worker, one duplex pipe each.
 
 Runs in the caller's process, on the supervisor thread (only :meth:`wake`
-is called from other threads, and :meth:`send` while :meth:`wait` blocks).
+is called from other threads, and :meth:`send` and :meth:`collect` while
+:meth:`wait` blocks: a caller's thread may read its own result).
 
 Why one pipe per worker rather than a shared queue: a worker that dies while
 writing can only break its own pipe, never a lock the others need, and the
@@ -17,6 +18,7 @@ the same selector) says when it ended, and its pid is signalled directly.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import selectors
@@ -28,19 +30,16 @@ from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
 
-from procpool.backends import forkserver, wire
+from procpool.backends import forkserver, local_worker, wire
 from procpool.backends.base import (
     Backend,
     Event,
     TaskSpec,
     WorkerCreateFailed,
     WorkerGone,
-    WorkerLeaving,
-    WorkerReady,
-    WorkerResults,
     WorkerStarted,
 )
-from procpool.backends.codec import decode_results, encode_batch
+from procpool.backends.codec import encode_batch
 from procpool.backends.forkserver import ForkServerClient
 from procpool.backends.local_worker import LocalWorker, single_threaded, start_process
 from procpool.backends.worker import SpecBox, WorkerSpec, kill_process_group
@@ -70,6 +69,7 @@ class LocalBackend(Backend):
     """
 
     send_while_waiting = True
+    collect_while_waiting = True
 
     def __init__(self, start_method: str | None = None) -> None:
         self._start_method = start_method or ""
@@ -90,6 +90,11 @@ class LocalBackend(Backend):
         self._starts_in_flight = 0
         #: a caller's send() runs beside wait(): no pipe is closed while it writes
         self._conn_lock = threading.Lock()
+        #: a caller's collect() runs beside wait(): one reader of a pipe at a time
+        #: (reentrant: a read that finds the pipe closed may report the worker gone)
+        self._read_lock = threading.RLock()
+        #: workers that ended while a caller collected from them, reported next wait()
+        self._deferred_exits: list[tuple[LocalWorker, int | None]] = []
         _live_backends.add(self)
 
     # -- starting and stopping ---------------------------------------------
@@ -215,18 +220,9 @@ class LocalBackend(Backend):
     def _lifeline_fds(self) -> list[int]:
         """This process's ends of the connections whose close tells a child that its
         supervisor is gone. Any thread may call it (a fork start in another pool)."""
-        conns = [w.conn for w in list(self._workers.values())]
         server = self._server
-        if server is not None:
-            conns.append(server.conn)
-        fds = []
-        for conn in conns:
-            try:
-                if conn is not None:
-                    fds.append(conn.fileno())
-            except OSError:
-                pass  # closed meanwhile by its own supervisor thread
-        return fds
+        return local_worker.fds_of([w.conn for w in list(self._workers.values())]
+                      + ([server.conn] if server is not None else []))
 
     def close(self) -> None:
         _live_backends.discard(self)
@@ -257,8 +253,26 @@ class LocalBackend(Backend):
             with self._conn_lock:
                 worker = self._workers.get(worker_id)
                 if worker is not None:  # else wait() found it gone: its tasks are freed
+                    worker.reads_since_send = 0  # before the write: a reply counts after it
                     worker.send(message)
         return rejected
+
+    def collect(self, worker_id: int, timeout: float) -> list[Event] | None:
+        worker = self._workers.get(worker_id)
+        with self._read_lock:
+            if worker is None or worker.conn is None or worker.collected or worker.reads_since_send:
+                return None
+            worker.collected = True
+            fd = worker.conn.fileno()
+        events: list[Event] = []
+        try:
+            if local_worker.readable_within(fd, timeout):
+                with self._read_lock:
+                    if worker.conn is not None:
+                        self._read_one(worker, events)
+        finally:
+            worker.collected = False
+        return events
 
     def running_task(self, worker_id: int) -> tuple[int, float] | None:
         worker = self._workers.get(worker_id)
@@ -291,6 +305,9 @@ class LocalBackend(Backend):
 
     def wait(self, timeout: float | None) -> list[Event]:
         events, self._pending = self._pending, []
+        deferred, self._deferred_exits = self._deferred_exits, []
+        for worker, exitcode in deferred:
+            self._on_exit(worker, exitcode, events)
         if events:
             timeout = 0.0
         kill_due = [w.kill_at for w in self._workers.values() if w.kill_at is not None]
@@ -300,17 +317,19 @@ class LocalBackend(Backend):
         for key, _ in self._selector.select(timeout):
             kind, source = key.data
             if kind == _WAKE:
-                try:
+                with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 4096):
                         pass
-                except BlockingIOError:
-                    pass
                 # Cleared only after draining: a waker that finds the flag still set
                 # knows this thread has yet to return and look at the queues.
                 self._wake_pending = False
             elif kind == _CONN:
-                if source.conn is not None and source.worker_id in self._workers:
-                    self._read_one(source, events)
+                # A caller collecting from it reads it (collect), and may have read
+                # what select() saw: only a message still there is read here.
+                with self._read_lock:
+                    if source.worker_id in self._workers and not source.collected \
+                            and source.has_data():
+                        self._read_one(source, events)
             elif kind == _SERVER:
                 if source.alive:
                     self._read_server(source, events)
@@ -329,10 +348,14 @@ class LocalBackend(Backend):
 
     def _on_exit(self, worker: LocalWorker, exitcode: int | None, events: list[Event]) -> None:
         """The process ended: take every message it left in the pipe, then report."""
-        if self._workers.pop(worker.worker_id, None) is None:
-            return  # already reported (reached again while draining its pipe)
-        while worker.has_data():
-            self._read_one(worker, events)
+        with self._read_lock:
+            if worker.collected:  # a caller reads its pipe now: the next wait() reports it
+                self._deferred_exits.append((worker, exitcode))
+                return
+            if self._workers.pop(worker.worker_id, None) is None:
+                return  # already reported (reached again while draining its pipe)
+            while worker.has_data():
+                self._read_one(worker, events)
         if worker.process is not None:
             kill_process_group(worker.pid)  # exited, not reaped: its pid is still its own
             worker.process.join(timeout=1.0)
@@ -365,10 +388,8 @@ class LocalBackend(Backend):
     def _on_server_gone(self, server: ForkServerClient, events: list[Event]) -> None:
         """The server died. Its workers live on (each has its own lifeline), but no exit
         report will come: their pipe closing tells their end from now on."""
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(server.conn)
-        except (KeyError, ValueError):
-            pass
         server.discard()
         if self._server is server:
             self._server = None
@@ -397,10 +418,8 @@ class LocalBackend(Backend):
         if process is None:
             return
         if worker.exit_fd is not None:
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(worker.exit_fd)
-            except (KeyError, ValueError):
-                pass
             if worker.exit_fd != process.sentinel:
                 os.close(worker.exit_fd)
             worker.exit_fd = None
@@ -412,18 +431,15 @@ class LocalBackend(Backend):
     def _close_conn(self, worker: LocalWorker) -> None:
         if worker.conn is None:
             return
-        try:
+        with contextlib.suppress(KeyError, ValueError):
             self._selector.unregister(worker.conn)
-        except (KeyError, ValueError):
-            pass
         with self._conn_lock:
             worker.conn.close()
             worker.conn = None
 
     def _read_one(self, worker: LocalWorker, events: list[Event]) -> None:
-        assert worker.conn is not None
         try:
-            message = wire.loads(worker.conn.recv_bytes())
+            event = worker.read_event()
         except (EOFError, OSError):
             self._close_conn(worker)
             # The sentinel or the server's exit report tells the end, once the process
@@ -431,20 +447,8 @@ class LocalBackend(Backend):
             if worker.server is not None and not worker.server.alive:
                 self._on_exit(worker, None, events)
             return
-        wid = worker.worker_id
-        kind = type(message)
-        if kind is wire.Results:
-            events.append(WorkerResults(wid, decode_results(message)))
-        elif kind is wire.Ready:
-            if worker.pid is None:
-                worker.set_pid(message.pid)
-            events.append(WorkerReady(wid, message.pid, message.create_seconds))
-        elif kind is wire.Leaving:
-            events.append(WorkerLeaving(wid, message.reason))
-        elif kind is wire.Goodbye:
-            worker.destroy_error = message.destroy_error
-        elif kind is wire.CreateFailed:
-            events.append(WorkerCreateFailed(wid, message.message, message.traceback_text))
+        if event is not None:
+            events.append(event)
 
 
 #: Local backends not yet closed, for the fds a ``fork`` child must drop.

@@ -10,6 +10,7 @@ object: it is signalled by pid, and its exit comes in the server's reports.
 from __future__ import annotations
 
 import os
+import select
 import signal
 import sys
 from collections.abc import Iterable
@@ -18,6 +19,14 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from procpool.backends import wire
+from procpool.backends.base import (
+    Event,
+    WorkerCreateFailed,
+    WorkerLeaving,
+    WorkerReady,
+    WorkerResults,
+)
+from procpool.backends.codec import decode_results
 from procpool.backends.forkserver import new_progress
 from procpool.backends.worker import SpecBox, worker_main
 
@@ -29,8 +38,9 @@ class LocalWorker:
     """One worker: its pipe, its progress slots, and how to signal it."""
 
     __slots__ = (
-        "conn", "destroy_error", "exit_fd", "held_fds", "kill_at", "pending_signal", "pid",
-        "process", "progress", "server", "worker_id",
+        "collected", "conn", "destroy_error", "exit_fd", "held_fds", "kill_at",
+        "pending_signal", "pid", "process", "progress", "reads_since_send", "server",
+        "worker_id",
     )
 
     def __init__(self, worker_id: int, conn: Connection, progress: Any) -> None:
@@ -48,6 +58,10 @@ class LocalWorker:
         self.pid: int | None = None
         self.destroy_error: str | None = None
         self.kill_at: float | None = None
+        #: messages read since the latest send (see LocalBackend.collect)
+        self.reads_since_send = 0
+        #: a caller's thread reads this worker's messages (LocalBackend.collect)
+        self.collected = False
 
     def set_pid(self, pid: int) -> None:
         """The pid is known now: deliver a signal asked for before."""
@@ -79,6 +93,30 @@ class LocalWorker:
             self.conn.send_bytes(wire.dumps_fast(message))
         except OSError:
             pass  # it died: its end is reported (exit fd, exit report), its tasks re-queued then
+
+    def read_event(self) -> Event | None:
+        """Read one message (it blocks until one is there) and say what it means.
+
+        Raises EOFError or OSError once the pipe is closed or broken.
+        """
+        assert self.conn is not None
+        self.reads_since_send += 1
+        message = wire.loads(self.conn.recv_bytes())
+        wid = self.worker_id
+        kind = type(message)
+        if kind is wire.Results:
+            return WorkerResults(wid, decode_results(message))
+        if kind is wire.Ready:
+            if self.pid is None:
+                self.set_pid(message.pid)
+            return WorkerReady(wid, message.pid, message.create_seconds)
+        if kind is wire.Leaving:
+            return WorkerLeaving(wid, message.reason)
+        if kind is wire.Goodbye:
+            self.destroy_error = message.destroy_error
+        elif kind is wire.CreateFailed:
+            return WorkerCreateFailed(wid, message.message, message.traceback_text)
+        return None
 
     def has_data(self) -> bool:
         try:
@@ -150,6 +188,25 @@ def exit_fd(process: BaseProcess) -> int:
         return os.pidfd_open(process.pid)  # type: ignore[arg-type]
     except (AttributeError, OSError):
         return process.sentinel
+
+
+def readable_within(fd: int, timeout: float) -> bool:
+    """True once ``fd`` has data (or its end closed) within ``timeout`` seconds."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000) + 1)))
+
+
+def fds_of(conns: Iterable[Connection | None]) -> list[int]:
+    """The fds of the connections still open (another thread may close one meanwhile)."""
+    fds = []
+    for conn in conns:
+        try:
+            if conn is not None:
+                fds.append(conn.fileno())
+        except OSError:
+            pass  # closed meanwhile by its own supervisor thread
+    return fds
 
 
 def single_threaded() -> bool:

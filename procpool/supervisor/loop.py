@@ -175,6 +175,41 @@ class Supervisor:
             self._loop.release()
         return not timed  # a task's deadline: the supervisor must start watching it
 
+    def collect(self, task: Task, timeout: float) -> None:
+        """Before a caller's thread sleeps on ``task``'s future: when the loop is free
+        and the task is a tiny one its worker holds alone, read the result from
+        the worker here, sparing the hand-off from the supervisor thread (~1/3 of
+        a round trip). The loop is held for at most :data:`COLLECT_SECONDS`;
+        what cannot be collected so is left to the supervisor.
+        """
+        state = self._state
+        if not self._backend.collect_while_waiting or task.timeout is not None \
+                or state.lifecycle is not Lifecycle.RUNNING \
+                or not state.durations.is_tiny(task.kind):
+            return
+        if not self._loop.acquire(blocking=False):
+            return
+        self._loop_owner = threading.get_ident()
+        wake = False
+        try:
+            worker = next((w for w in state.pool_workers()
+                           if len(w.in_flight) == 1 and w.in_flight[0] is task), None)
+            if worker is None:
+                return
+            events = self._backend.collect(worker.id, min(timeout, COLLECT_SECONDS))
+            if not events:
+                return
+            self._handle_all(events)
+            wake = self._dispatcher.dispatch_queued()  # a timed task: a deadline to watch
+            # Anything but results (a worker leaving, gone): the loop's pass follows up.
+            wake = wake or any(type(event) is not WorkerResults for event in events)
+            self._recovery.resolve_settled()
+        finally:
+            self._loop_owner = None
+            self._loop.release()
+        if wake:
+            self._backend.wake()
+
     def on_cancelled(self, task: Task) -> None:
         """A queued task's future was cancelled: stop counting it as queued."""
         with self._state.lock:
@@ -414,6 +449,10 @@ class Supervisor:
         except Exception as exc:
             logger.warning("stats dump failed: {!r}", exc)
 
+
+#: Longest a caller's thread holds the loop reading its own result (Supervisor.collect):
+#: a tiny task's round trip, with room; the supervisor waits for it meanwhile.
+COLLECT_SECONDS = 0.002
 
 #: Supervisors not yet finished; stopped at interpreter exit.
 _live_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()
