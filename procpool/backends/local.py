@@ -308,7 +308,7 @@ class LocalBackend(Backend):
         deferred, self._deferred_exits = self._deferred_exits, []
         for worker, exitcode in deferred:
             self._on_exit(worker, exitcode, events)
-        if events:
+        if events or self._deferred_exits:  # one still collected: back soon to report it
             timeout = 0.0
         kill_due = [w.kill_at for w in self._workers.values() if w.kill_at is not None]
         if kill_due:
