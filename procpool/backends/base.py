@@ -103,8 +103,9 @@ class Backend(ABC):
     only, except :meth:`open` (the thread building the manager, before the
     supervisor thread starts), :meth:`wake` (any thread),
     :meth:`helper_processes` (any thread, for monitoring) and, where
-    :attr:`send_while_waiting` says so, :meth:`send`. So a backend needs no
-    locks beyond what those touch.
+    :attr:`send_while_waiting` and :attr:`collect_while_waiting` say so,
+    :meth:`send` and :meth:`collect`. So a backend needs no locks beyond what
+    those touch.
 
     **Events.** What happens reaches the supervisor as events returned by
     :meth:`wait`: for each ``start_worker(worker_id)``, in this order,
