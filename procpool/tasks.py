@@ -148,20 +148,21 @@ class TaskFuture(Future[T]):
         return super().set_running_or_notify_cancel()
 
     def set_result(self, result: T) -> None:
-        with _FIRST_USE:
-            if _CONDITION_KEY not in self.__dict__ and self._state in _OPEN_STATES:
-                self._result = result
-                self._state = FINISHED
-                return
-        super().set_result(result)
+        if not self._finish_unwatched("_result", result):
+            super().set_result(result)
 
     def set_exception(self, exception: BaseException | None) -> None:
+        if not self._finish_unwatched("_exception", exception):
+            super().set_exception(exception)
+
+    def _finish_unwatched(self, field: str, value: object) -> bool:
+        """Finish with ``value`` in ``field`` if nobody waits (no Condition made yet)."""
         with _FIRST_USE:
-            if _CONDITION_KEY not in self.__dict__ and self._state in _OPEN_STATES:
-                self._exception = exception
-                self._state = FINISHED
-                return
-        super().set_exception(exception)
+            if _CONDITION_KEY in self.__dict__ or self._state not in _OPEN_STATES:
+                return False
+            setattr(self, field, value)
+            self._state = FINISHED
+            return True
 
     # -- the pool's additions ------------------------------------------------------
 

@@ -95,6 +95,7 @@ class LocalBackend(Backend):
         self._read_lock = threading.RLock()
         #: workers that ended while a caller collected from them, reported next wait()
         self._deferred_exits: list[tuple[LocalWorker, int | None]] = []
+        self._collects = 0  # collect() calls that claimed a worker, ever
         _live_backends.add(self)
 
     # -- starting and stopping ---------------------------------------------
@@ -263,6 +264,7 @@ class LocalBackend(Backend):
             if worker is None or worker.conn is None or worker.collected or worker.reads_since_send:
                 return None
             worker.collected = True
+            self._collects += 1
             fd = worker.conn.fileno()
         events: list[Event] = []
         try:
@@ -314,6 +316,7 @@ class LocalBackend(Backend):
         if kill_due:
             until_kill = max(0.0, min(kill_due) - monotonic())
             timeout = until_kill if timeout is None else min(timeout, until_kill)
+        collects = self._collects
         for key, _ in self._selector.select(timeout):
             kind, source = key.data
             if kind == _WAKE:
@@ -324,11 +327,11 @@ class LocalBackend(Backend):
                 # knows this thread has yet to return and look at the queues.
                 self._wake_pending = False
             elif kind == _CONN:
-                # A caller collecting from it reads it (collect), and may have read
-                # what select() saw: only a message still there is read here.
+                # A caller that collected since select() may have read what it saw:
+                # then only a message still there is read (one poll more, only then).
                 with self._read_lock:
                     if source.worker_id in self._workers and not source.collected \
-                            and source.has_data():
+                            and (self._collects == collects or source.has_data()):
                         self._read_one(source, events)
             elif kind == _SERVER:
                 if source.alive:

@@ -40,10 +40,11 @@ Who owns what:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future
 from time import monotonic
 from typing import Any
@@ -163,17 +164,25 @@ class Supervisor:
         Only while the supervisor thread waits on the backend (the loop is free)
         and the backend allows it. False: the supervisor must be woken instead.
         """
-        if not self._backend.send_while_waiting or not self._loop.acquire(blocking=False):
-            return False
-        self._loop_owner = threading.get_ident()
-        try:
-            if not any(w.ready and not w.in_flight for w in self._state.pool_workers()):
+        with self._loop_if_free() as held:
+            if not self._backend.send_while_waiting or not held or not any(
+                    w.ready and not w.in_flight for w in self._state.pool_workers()):
                 return False  # workers still hold tasks: the supervisor batches what follows
             timed = self._dispatcher.dispatch_queued()
+        return not timed  # a task's deadline: the supervisor must start watching it
+
+    @contextlib.contextmanager
+    def _loop_if_free(self) -> Iterator[bool]:
+        """Hold the loop here if nobody does (it is only ever tried); yields if held."""
+        if not self._loop.acquire(blocking=False):
+            yield False
+            return
+        self._loop_owner = threading.get_ident()
+        try:
+            yield True
         finally:
             self._loop_owner = None
             self._loop.release()
-        return not timed  # a task's deadline: the supervisor must start watching it
 
     def collect(self, task: Task, timeout: float) -> None:
         """Before a caller's thread sleeps on ``task``'s future: when the loop is free
@@ -187,14 +196,10 @@ class Supervisor:
                 or state.lifecycle is not Lifecycle.RUNNING \
                 or not state.durations.is_tiny(task.kind):
             return
-        if not self._loop.acquire(blocking=False):
-            return
-        self._loop_owner = threading.get_ident()
-        wake = False
-        try:
-            worker = next((w for w in state.pool_workers()
-                           if len(w.in_flight) == 1 and w.in_flight[0] is task), None)
-            if worker is None:
+        with self._loop_if_free() as held:
+            worker = held and next((w for w in state.pool_workers()
+                                    if len(w.in_flight) == 1 and w.in_flight[0] is task), None)
+            if not worker:
                 return
             events = self._backend.collect(worker.id, min(timeout, COLLECT_SECONDS))
             if not events:
@@ -204,9 +209,6 @@ class Supervisor:
             # Anything but results (a worker leaving, gone): the loop's pass follows up.
             wake = wake or any(type(event) is not WorkerResults for event in events)
             self._recovery.resolve_settled()
-        finally:
-            self._loop_owner = None
-            self._loop.release()
         if wake:
             self._backend.wake()
 
