@@ -141,7 +141,8 @@ class Backend(ABC):
         :attr:`collect_while_waiting`). None when this may not be done now
         (:meth:`wait` may already have read what the worker sent since the
         latest :meth:`send` to it); an empty list when nothing came in time.
-        While it runs, :meth:`wait` leaves that worker's messages for it.
+        While it runs, :meth:`wait` leaves that worker's messages for it (best
+        without waking for them: one thread woken per message, not two).
         """
         raise NotImplementedError
 

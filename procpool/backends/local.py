@@ -1,14 +1,13 @@
 """Local backend: one OS process per worker, one duplex pipe each.
 
-Runs in the caller's process, on the supervisor thread (only :meth:`wake`
-is called from other threads, and :meth:`send` and :meth:`collect` while
-:meth:`wait` blocks: a caller's thread may read its own result).
+Runs on the supervisor thread; :meth:`wake` from any thread, :meth:`send`
+and :meth:`collect` from a caller's while :meth:`wait` blocks.
 
-Why one pipe per worker rather than a shared queue: a worker that dies while
+One pipe per worker rather than a shared queue: a worker that dies while
 writing can only break its own pipe, never a lock the others need, and the
-supervisor always knows which tasks were sent to whom. All pipes, every
-process sentinel and a wake-up pipe sit in one ``selectors`` set, so the
-supervisor sleeps in a single blocking call until something happens.
+supervisor knows which tasks went to whom. All pipes, every process sentinel
+and a wake-up pipe sit in one ``selectors`` set: the supervisor sleeps in one
+blocking call until something happens.
 
 Under the ``forkserver`` start method the workers are forked by the pool's
 own fork server (forkserver.py): a worker then has no ``Process`` object and
@@ -191,18 +190,13 @@ class LocalBackend(Backend):
         self._server_pid = server.pid
 
     def retire(self, worker_id: int) -> None:
-        worker = self._workers.get(worker_id)
-        if worker is None:
-            self._drop_waiting_start(worker_id)
-            return
-        worker.send(wire.Leave())
+        worker = self._started(worker_id)
+        if worker is not None:
+            worker.send(wire.Leave())
 
     def terminate(self, worker_id: int, grace: float = TERMINATE_GRACE_SECONDS) -> None:
-        worker = self._workers.get(worker_id)
-        if worker is None:
-            self._drop_waiting_start(worker_id)
-            return
-        if worker.process is not None and worker.process.exitcode is not None:
+        worker = self._started(worker_id)
+        if worker is None or (worker.process is not None and worker.process.exitcode is not None):
             return
         if grace <= 0:
             worker.signal(signal.SIGKILL)
@@ -212,11 +206,14 @@ class LocalBackend(Backend):
         if worker.kill_at is None:
             worker.kill_at = monotonic() + grace
 
-    def _drop_waiting_start(self, worker_id: int) -> None:
-        """A start still waiting for a slot is dropped: it ends before it began."""
-        if worker_id in self._start_backlog:
+    def _started(self, worker_id: int) -> LocalWorker | None:
+        """The worker's record; without one, a start still waiting for a slot is
+        dropped: it ends before it began."""
+        worker = self._workers.get(worker_id)
+        if worker is None and worker_id in self._start_backlog:
             self._start_backlog.remove(worker_id)
             self._pending.append(WorkerGone(worker_id, None, None, None))
+        return worker
 
     def _lifeline_fds(self) -> list[int]:
         """This process's ends of the connections whose close tells a child that its
@@ -237,8 +234,7 @@ class LocalBackend(Backend):
         if self._server is not None:
             self._selector.unregister(self._server.conn)
             self._server.stop()  # it kills and reaps the workers whose pid we never heard
-            self._server = None
-            self._server_pid = None
+            self._server = self._server_pid = None
         for worker in list(self._workers.values()):
             self._forget(worker)
         self._selector.close()
@@ -266,6 +262,8 @@ class LocalBackend(Backend):
             worker.collected = True
             self._collects += 1
             fd = worker.conn.fileno()
+            # Meanwhile wait() does not watch the pipe: one thread woken per message.
+            self._selector.unregister(worker.conn)
         events: list[Event] = []
         try:
             if local_worker.readable_within(fd, timeout):
@@ -273,7 +271,10 @@ class LocalBackend(Backend):
                     if worker.conn is not None:
                         self._read_one(worker, events)
         finally:
-            worker.collected = False
+            with self._read_lock:
+                if worker.conn is not None:
+                    self._selector.register(worker.conn, selectors.EVENT_READ, (_CONN, worker))
+                worker.collected = False
         return events
 
     def running_task(self, worker_id: int) -> tuple[int, float] | None:
@@ -395,8 +396,7 @@ class LocalBackend(Backend):
             self._selector.unregister(server.conn)
         server.discard()
         if self._server is server:
-            self._server = None
-            self._server_pid = None
+            self._server = self._server_pid = None
             self._starts_in_flight = 0  # nothing more will be answered
         for worker in list(self._workers.values()):
             if worker.server is not server:
