@@ -61,13 +61,19 @@ class Dispatcher:
         True when it sent a task with a timeout: a deadline for the supervisor to watch.
         """
         state = self._state
-        timed = False
+        timed, placed = False, True  # (the first pass always looks)
         while True:
-            placed = False
             hungry = self._hungry_workers()
+            with state.lock:
+                if not (state.queues and hungry and placed):
+                    # Read with the queue under the same lock: a submission either
+                    # sees this flag set, or it is in the queue this check looked at.
+                    state.wants_work = not state.queues and bool(hungry)
+                    return timed
             ready = sum(1 for worker in state.pool_workers() if worker.ready)
             with state.lock:
                 share = -(-len(state.queues) // max(1, ready))
+            placed = False
             for worker in hungry:
                 with state.lock:
                     batch = self._take(worker, share)
@@ -75,13 +81,6 @@ class Dispatcher:
                     placed = True
                     timed = timed or batch[0].timeout is not None  # timed tasks go alone
                     self.send(worker, batch)
-            with state.lock:
-                if state.queues and placed:
-                    continue
-                # Read with the queue under the same lock: a submission either
-                # sees this flag set, or it is in the queue this check looked at.
-                state.wants_work = not state.queues and bool(self._hungry_workers())
-                return timed
 
     def serve_immediate(self, worker: WorkerHandle) -> bool:
         """Send the oldest live ``run_task`` call to ``worker``; False if none is waiting."""
