@@ -12,6 +12,7 @@ and from caller threads (arrivals), so the default one holds a lock.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from time import monotonic
 from typing import Protocol, runtime_checkable
@@ -102,23 +103,29 @@ class DefaultCollector:
             self._arrivals.record(now, count)
 
     def record_completion(self, stamps: TaskStamps) -> None:
-        self._record_end(stamps, failed=False)
+        self.record_ends(((stamps, False),))
 
     def record_failure(self, stamps: TaskStamps) -> None:
-        self._record_end(stamps, failed=True)
+        self.record_ends(((stamps, True),))
 
-    def _record_end(self, stamps: TaskStamps, failed: bool) -> None:
+    def record_ends(self, ends: Iterable[tuple[TaskStamps, bool]]) -> None:
+        """Record ended tasks, ``(stamps, failed)`` each, in one step: the supervisor
+        hands over a worker's batch of results at once."""
         now = monotonic()
+        count = 0
         with self._lock:
-            self._endings.record(now)
-            if failed:
-                self._failed += 1
-            else:
-                self._completed += 1
-            if stamps.finished > stamps.started:
-                self._execution.record(stamps.execution_time)
-                self._wait_total += stamps.wait_time
-                self._waits += 1
+            for stamps, failed in ends:
+                count += 1
+                if failed:
+                    self._failed += 1
+                else:
+                    self._completed += 1
+                if stamps.finished > stamps.started:
+                    self._execution.record(stamps.finished - stamps.started)
+                    self._wait_total += stamps.wait_time
+                    self._waits += 1
+            if count:
+                self._endings.record(now, count)
 
     def record_retry(self) -> None:
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import tracemalloc
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -206,6 +207,19 @@ def test_default_collector_percentiles_of_known_durations() -> None:
     assert metrics.p95_execution_time == pytest.approx(0.095, rel=0.03)
     assert metrics.p99_execution_time == pytest.approx(0.099, rel=0.03)
     assert metrics.average_wait_time == pytest.approx(1.0)
+
+
+def test_default_collector_records_a_batch_of_ends_as_one_by_one() -> None:
+    ends = [(TaskStamps(0.0, 1.0, 1.0 + i / 100), i % 3 == 0) for i in range(30)]
+    ends.append((TaskStamps(2.0, 3.0, 3.0), False))  # no measurable run: counted, not timed
+    batch, single = DefaultCollector(), DefaultCollector()
+    batch.record_ends(ends)
+    for stamps, failed in ends:
+        (single.record_failure if failed else single.record_completion)(stamps)
+    untimed = {"task_arrival_rate": 0.0, "task_completion_rate": 0.0}  # read at other instants
+    assert replace(batch.metrics(), **untimed) == replace(single.metrics(), **untimed)
+    assert batch.metrics().task_completion_rate > 0
+    assert (batch.metrics().total_tasks_completed, batch.metrics().total_tasks_failed) == (21, 10)
 
 
 def test_default_collector_memory_is_bounded() -> None:

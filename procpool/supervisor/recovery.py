@@ -26,7 +26,7 @@ from procpool.errors import (
 from procpool.metrics import TaskStamps
 from procpool.policy.retry import may_retry
 from procpool.supervisor.dispatch import take_in_flight
-from procpool.supervisor.state import PoolState
+from procpool.supervisor.state import Ended, PoolState
 from procpool.tasks import Task, TaskState
 from procpool.workers import WorkerHandle, WorkerState
 
@@ -53,26 +53,28 @@ class Recovery:
     # -- results --------------------------------------------------------------------
 
     def on_results(self, worker: WorkerHandle, outcomes: list[TaskOutcome]) -> None:
+        ran: list[Ended] = []
         for outcome in outcomes:
             task = take_in_flight(worker, outcome.task_id)
             if task is None:
                 continue
             worker.tasks_done += 1
-            self._finish(task, outcome)
+            self._finish(task, outcome, ran)
+        if ran:
+            self._state.records.end_all(ran)  # the batch's figures in one step
 
-    def _finish(self, task: Task, outcome: TaskOutcome) -> None:
+    def _finish(self, task: Task, outcome: TaskOutcome, ran: list[Ended]) -> None:
+        """``outcome`` to ``task``'s future; what ran normally goes to ``ran`` for the
+        figures, the rest is recorded here."""
         records = self._state.records
         stamps = TaskStamps(task.queued_at, outcome.started, outcome.finished)
         code = outcome.outcome
         if code != wire.UNREADABLE_TASK:  # it ran: its time says how to batch its kind
             self._state.durations.record(task.kind, stamps.execution_time)
-        cpu = (outcome.cpu_seconds, outcome.wait_seconds)
-        if code == wire.OK:
-            records.end(stamps, failed=False, cpu_seconds=cpu)
-            self._settled.append((task, outcome.value, False))
-        elif code == wire.RAISED:
-            records.end(stamps, failed=True, cpu_seconds=cpu)
-            self._settled.append((task, outcome.value, True))
+        if code in (wire.OK, wire.RAISED):
+            failed = code == wire.RAISED
+            ran.append((stamps, failed, (outcome.cpu_seconds, outcome.wait_seconds)))
+            self._settled.append((task, outcome.value, failed))
         elif code == wire.RAISED_UNHEALTHY:
             logger.warning("{} failed on an unhealthy worker: {!r}", task.describe(), outcome.value)
             self.retry_or_fail(task, outcome.value, stamps)

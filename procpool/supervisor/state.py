@@ -53,6 +53,11 @@ class Stats:
     starting_workers: int = 0  #: workers of any role still inside on_create
 
 
+#: What :meth:`Records.end` takes: a task's stamps, whether it failed, its CPU and
+#: run-queue seconds if measured.
+Ended = tuple[TaskStamps, bool, tuple[float, float] | None]
+
+
 class Records:
     """Where the pool's figures go: the built-in collector and the user's, if any.
 
@@ -76,17 +81,21 @@ class Records:
     ) -> None:
         """A task ended; ``cpu_seconds`` is ``(cpu, waited for a core)`` when it ran in a
         worker that measured them: its CPU share is of the time it could run."""
-        self.ended_total += 1
-        self.executed_total += stamps.execution_time
-        if cpu_seconds is not None:
-            cpu, waited = max(0.0, cpu_seconds[0]), max(0.0, cpu_seconds[1])
-            self.cpu.record(cpu, max(cpu, stamps.execution_time - waited))
-        if failed:
-            self.metrics.record_failure(stamps)
-        else:
-            self.metrics.record_completion(stamps)
+        self.end_all([(stamps, failed, cpu_seconds)])
+
+    def end_all(self, ends: list[Ended]) -> None:
+        """Tasks ended, as :meth:`end`'s arguments each: a worker's batch in one step."""
+        self.ended_total += len(ends)
+        for stamps, _, cpu_seconds in ends:
+            execution = stamps.execution_time
+            self.executed_total += execution
+            if cpu_seconds is not None:
+                cpu, waited = max(0.0, cpu_seconds[0]), max(0.0, cpu_seconds[1])
+                self.cpu.record(cpu, max(cpu, execution - waited))
+        self.metrics.record_ends((stamps, failed) for stamps, failed, _ in ends)
         if self.user is not None:
-            (self.user.record_failure if failed else self.user.record_completion)(stamps)
+            for stamps, failed, _ in ends:
+                (self.user.record_failure if failed else self.user.record_completion)(stamps)
 
     def end_now(self, task: Task) -> None:
         """A failure of a task that never ran (or whose run is unknown)."""
