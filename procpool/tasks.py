@@ -49,9 +49,6 @@ _FUTURE_FIELDS = {"_state": PENDING, "_result": None, "_exception": None}
 #: ``map``'s) cancels futures, on the same thread.
 _FIRST_USE = threading.RLock()
 
-#: Where a future's Condition is kept once made (see _MadeOnFirstUse).
-_CONDITION_KEY = "_made_condition"
-
 #: A wait without a timeout, as a number of seconds.
 _FOREVER = float("inf")
 
@@ -62,7 +59,12 @@ _OPEN_STATES = (PENDING, RUNNING)
 
 class _MadeOnFirstUse:
     """A Future attribute made when first read: a data descriptor, so that Future's
-    own code finds it. Made under ``_FIRST_USE``: two threads get the same object."""
+    own code finds it. Made under ``_FIRST_USE``: two threads get the same object.
+
+    Kept in a plain attribute whose class default is None (never through
+    ``__dict__``: reading that would give the future a dict of its own, ~150
+    bytes, where its attributes otherwise live inline).
+    """
 
     def __init__(self, factory: Callable[[], object]) -> None:
         self._factory = factory
@@ -70,18 +72,22 @@ class _MadeOnFirstUse:
 
     def __set_name__(self, owner: type, name: str) -> None:
         self._key = "_made" + name
+        setattr(owner, self._key, None)
 
     def __get__(self, future: Any, owner: Any = None) -> Any:
         if future is None:
             return self
-        try:
-            return future.__dict__[self._key]
-        except KeyError:
+        made = getattr(future, self._key)
+        if made is None:
             with _FIRST_USE:
-                return future.__dict__.setdefault(self._key, self._factory())
+                made = getattr(future, self._key)
+                if made is None:
+                    made = self._factory()
+                    setattr(future, self._key, made)
+        return made
 
     def __set__(self, future: Any, value: object) -> None:
-        future.__dict__[self._key] = value
+        setattr(future, self._key, value)
 
 
 class TaskFuture(Future[T]):
@@ -102,12 +108,15 @@ class TaskFuture(Future[T]):
     _task: Task | None = None
     _owner: weakref.ref[TaskOwner] | None = None
     _condition = _MadeOnFirstUse(threading.Condition)
+    _made_condition: threading.Condition | None  # (None until made: see _MadeOnFirstUse)
     _waiters = _MadeOnFirstUse(list)
     _done_callbacks = _MadeOnFirstUse(list)
 
     def __init__(self) -> None:
         if _LEAN_FUTURES:
-            self.__dict__.update(_FUTURE_FIELDS)
+            self._state = PENDING
+            self._result = None
+            self._exception = None
         else:  # a Future.__init__ that sets more than this class knows of
             super().__init__()
 
@@ -142,7 +151,7 @@ class TaskFuture(Future[T]):
 
     def set_running_or_notify_cancel(self) -> bool:
         with _FIRST_USE:
-            if _CONDITION_KEY not in self.__dict__ and self._state == PENDING:
+            if self._made_condition is None and self._state == PENDING:
                 self._state = RUNNING
                 return True
         return super().set_running_or_notify_cancel()
@@ -158,7 +167,7 @@ class TaskFuture(Future[T]):
     def _finish_unwatched(self, field: str, value: object) -> bool:
         """Finish with ``value`` in ``field`` if nobody waits (no Condition made yet)."""
         with _FIRST_USE:
-            if _CONDITION_KEY in self.__dict__ or self._state not in _OPEN_STATES:
+            if self._made_condition is not None or self._state not in _OPEN_STATES:
                 return False
             setattr(self, field, value)
             self._state = FINISHED

@@ -274,7 +274,7 @@ def test_a_future_waited_on_in_any_way_at_any_moment_is_woken() -> None:
         assert [f.result() for f in futures] == [2 * i for i in range(3000)]
         untouched = manager.queue_task(tasks.double, 1)
         wait_until(untouched.done, WITHIN)  # asking done() makes nothing
-        assert "_made_condition" not in untouched.__dict__  # resolved without a Condition
+        assert untouched._made_condition is None  # resolved without a Condition
         assert untouched.result() == 2
 
 
