@@ -23,6 +23,10 @@ from procpool.tasks import Task, TaskState
 from procpool.workers import WorkerHandle, WorkerRole, WorkerState
 
 
+#: No kind of task: what :meth:`Dispatcher._take` has looked up before its first task.
+_NO_KIND = object()
+
+
 class Dispatcher:
     """Owns the decision of what each worker is sent, and the sending itself."""
 
@@ -152,12 +156,17 @@ class Dispatcher:
         durations = state.durations
         held = len(worker.in_flight)
         room = min(share, self._tasks_left(worker))
+        kind: object = _NO_KIND  # the kind last looked up, and what it allows:
+        tiny, limit = False, 1  # (a run of one function's tasks asks once)
         while room > 0 and queues:
             task = queues.peek()
-            tiny = not task.alone and durations.is_tiny(task.kind)
+            if task.alone:
+                tiny, limit, kind = False, 1, _NO_KIND
+            elif task.kind is not kind:
+                kind = task.kind
+                tiny, limit = durations.is_tiny(kind), durations.depth(kind)
             if not tiny and batch:
                 break  # it travels in a batch of its own (the next pass may send it)
-            limit = 1 if task.alone else durations.depth(task.kind)
             if held + len(batch) >= limit:
                 break
             queues.pop()
