@@ -26,6 +26,7 @@ from loguru import logger
 from procpool import Config, Stats, TaskManager
 from procpool.supervisor import Supervisor, cooldown_ticks
 from tests import burst_tasks, tasks
+from tests.polling import wait_until
 
 ROOT = Path(__file__).parent.parent
 
@@ -311,16 +312,24 @@ def test_cpu_bound_tasks_never_burst_past_the_cores(
 
     cores = usable_cores()
     config = burst_config(tmp_path, worker_count=min(2, cores), max_worker_count=cores + 6)
+    shares: list[float] = []  # the CPU share the controller saw, all along the run
+
+    def finished() -> bool:
+        share = manager.metrics().cpu_share
+        if share is not None:
+            shares.append(share)
+        return all(f.done() for f in futures)
+
     with TaskManager(config) as manager, Sampler(manager) as sampler:
         futures = [manager.queue_task(burst_tasks.spin, 0.05) for _ in range(120)]
-        assert all(f.result(timeout=60) for f in futures)
-        share = manager.metrics().cpu_share
-    assert share is not None
-    if share < 0.8:
+        wait_until(finished, 60)
+        assert all(f.result() for f in futures)
+    assert shares
+    if min(shares) < 0.8:
         # Other processes took the cores (a parallel test run): the tasks really spent
-        # part of their time waiting, so more workers than cores were allowed. The rule
-        # itself is tested in virtual time (tests/policy/test_burst.py).
-        pytest.skip(f"the machine is busy: the tasks' CPU share was {share:.2f}")
+        # part of their time waiting, so more workers than cores were allowed then. The
+        # rule itself is tested in virtual time (tests/policy/test_burst.py).
+        pytest.skip(f"the machine was busy: the tasks' CPU share fell to {min(shares):.2f}")
     peak = max(s.base_workers + s.burst_workers for s in sampler.stats)
     assert peak <= cores + 1, peak
     assert any("held" in line and "cpu share" in line for line in burst_log), burst_log
