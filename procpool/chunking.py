@@ -23,10 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-#: Work one chunk should hold, in seconds of its worker's time. At 2 ms, a map
-#: of 1,790 ``ast``-parsed files (~5 ms each, one per chunk) ran ~10% slower
-#: than chunksize=16; at 10 ms, as fast (scripts/bench_peers.py --only workload).
-TARGET_CHUNK_SECONDS = 0.010
+#: Work one chunk should hold, in seconds of its worker's time. On a map of
+#: 1,790 ``ast``-parsed files (~5 ms each, some 100 times that), chunks of
+#: 10 ms, mostly one file, ran 5-10% slower than chunksize=16: a chunk kind that
+#: once took 0.1 s travels without a task held behind it (procpool.policy.prefetch),
+#: so its worker waits a round trip after each. At 50 ms (~10 files) as fast or
+#: faster (in runs of scripts/bench_peers.py --only workload); a priority task
+#: then waits behind at most about that, per worker.
+TARGET_CHUNK_SECONDS = 0.05
 
 #: Most items in one chunk, whatever their speed: bounds the memory of a chunk
 #: and of the look-ahead (see ``procpool.mapping``).
@@ -42,7 +46,12 @@ MAX_GROWTH = 64
 #: ``multiprocessing.Pool``'s default), so that the last ones spread out.
 CHUNKS_PER_WORKER = 4
 
-#: Weight of the older per-item time when a smaller chunk ran faster.
+#: What the chunks measured before weigh, per chunk measured since: the time
+#: per item is the decayed sum of chunk seconds over the decayed sum of their
+#: items, so an item's weight is its share of recent work. One slow item among
+#: many fast ones raises it by its share, not to its own time (items whose
+#: times vary widely, like files to parse, keep chunks of several); a chunk of
+#: slow items as large as the recent ones moves it most of the way at once.
 DECAY = 0.75
 
 #: Functions :class:`ItemTimes` remembers before it starts afresh.
@@ -87,13 +96,18 @@ class ChunkSizer:
         # With a known length, chunks leave at least CHUNKS_PER_WORKER per worker.
         self._cap = max(1, min(most, MAX_CHUNK_ITEMS) if length is None else min(
             most, MAX_CHUNK_ITEMS, -(-length // (CHUNKS_PER_WORKER * workers))))
-        self._per_item: float | None = None  # seconds, as measured
-        self._measured_items = 0  # items in the chunk behind that figure
+        self._seconds = 0.0  # decayed sums of the chunks measured (see DECAY)
+        self._items = 0.0
         self._largest = 1  # items in the largest chunk measured
         known = None if memory is None else memory[0].get(memory[1])
-        if known is not None:
-            self._per_item, self._measured_items = known
+        if known is not None:  # it stands for one chunk of its largest size
             self._largest = max(1, known[1])
+            self._seconds, self._items = known[0] * self._largest, float(self._largest)
+
+    @property
+    def _per_item(self) -> float | None:
+        """Seconds per item, as measured; None before any measurement."""
+        return self._seconds / self._items if self._items else None
 
     @property
     def settled(self) -> bool:
@@ -110,26 +124,19 @@ class ChunkSizer:
 
     def _wanted(self) -> int:
         """The size the measured time per item asks for, within the caps."""
-        assert self._per_item is not None
-        if self._per_item <= 0:
+        per_item = self._per_item
+        assert per_item is not None
+        if per_item <= 0:
             return self._cap
-        return max(1, min(round(TARGET_CHUNK_SECONDS / self._per_item), self._cap))
+        return max(1, min(round(TARGET_CHUNK_SECONDS / per_item), self._cap))
 
     def observe(self, seconds: float, items: int) -> None:
-        """A chunk of ``items`` ran in ``seconds`` of its worker's time.
-
-        A chunk at least as large as the one behind the estimate replaces it; a
-        smaller one is believed at once when slower, and erodes it when faster.
-        """
+        """A chunk of ``items`` ran in ``seconds`` of its worker's time."""
         if items <= 0:
             return
-        per_item = max(0.0, seconds) / items
-        old = self._per_item
-        if old is None or items >= self._measured_items or per_item > old:
-            self._per_item, self._measured_items = per_item, items
-        else:
-            self._per_item = DECAY * old + (1 - DECAY) * per_item
+        self._seconds = DECAY * self._seconds + max(0.0, seconds)
+        self._items = DECAY * self._items + items
         self._largest = max(self._largest, items)
         if self._memory is not None:
             times, kind = self._memory
-            times.put(kind, self._per_item, self._largest)
+            times.put(kind, self._seconds / self._items, self._largest)

@@ -205,7 +205,7 @@ class TaskManager(Generic[R]):
     ) -> Iterator[T]:
         """Like built-in ``map``, run on the pool: results in input order, lazily.
 
-        Items travel in chunks sized by how long they take (about 10 ms of work
+        Items travel in chunks sized by how long they take (about 50 ms of work
         each, see :mod:`procpool.chunking`): the first item per worker goes
         alone, so slow items are never lumped together, while tiny ones reach
         ``multiprocessing.Pool``'s speed without tuning. ``chunksize=n`` fixes

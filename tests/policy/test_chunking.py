@@ -33,7 +33,7 @@ def test_the_size_settles_once_a_chunk_of_the_size_wanted_was_timed() -> None:
         steps.append(size := sizer.next_size())
         sizer.observe(size * 0.000_000_1, size)  # 0.1 us per item
     assert steps == [1, MAX_GROWTH, 20_000 // 8]
-    sizer.observe(0.03, 2500)  # slower: a smaller size, already tried
+    sizer.observe(0.3, 2500)  # slower: a smaller size, already tried
     assert sizer.settled and sizer.next_size() < 2500
 
 
@@ -60,19 +60,22 @@ def test_items_slower_than_the_target_go_alone() -> None:
     assert sizer.next_size() == 1
 
 
-def test_a_slower_small_chunk_is_believed_at_once_a_faster_one_only_erodes() -> None:
+def test_a_slow_item_weighs_its_share_and_a_chunk_of_slow_ones_moves_the_size_at_once() -> None:
     sizer = ChunkSizer(None, workers=2, length=None)
     fast = TARGET_CHUNK_SECONDS / 100  # per item: 100 per chunk
-    for items in (1, 8, 64):
+    for items in (1, 8, 64, 100, 100):
         sizer.observe(items * fast, items)
     assert sizer.next_size() == 100
-    sizer.observe(8 * TARGET_CHUNK_SECONDS / 2, 8)  # slow items have come: 2 per chunk
+    sizer.observe(99 * fast + TARGET_CHUNK_SECONDS, 100)  # one item as long as a chunk
+    assert 50 <= sizer.next_size() < 100  # by its share of the work, not down to one
+    slow = TARGET_CHUNK_SECONDS / 2  # the items have turned slow: 2 per chunk
+    size = sizer.next_size()
+    sizer.observe(size * slow, size)  # a chunk as large as the recent ones
+    assert sizer.next_size() <= 10
+    for _ in range(15):  # the fast items' weight fades chunk by chunk
+        size = sizer.next_size()
+        sizer.observe(size * slow, size)
     assert sizer.next_size() == 2
-    for _ in range(10):  # fast single items erode the estimate, not all the way back
-        sizer.observe(fast, 1)
-    assert 2 < sizer.next_size() < 100
-    sizer.observe(fast * 64, 64)  # as large a chunk as the last slow one: believed
-    assert sizer.next_size() == 100
 
 
 def test_a_known_length_leaves_four_chunks_per_worker_as_multiprocessing_does() -> None:
