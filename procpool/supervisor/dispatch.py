@@ -22,7 +22,6 @@ from procpool.supervisor.state import PoolState, mark_running
 from procpool.tasks import Task, TaskState
 from procpool.workers import WorkerHandle, WorkerRole, WorkerState
 
-
 #: No kind of task: what :meth:`Dispatcher._take` has looked up before its first task.
 _NO_KIND = object()
 
