@@ -17,6 +17,7 @@ import textwrap
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, wait
+from concurrent.futures import TimeoutError as FuturesTimeoutError  # builtin from 3.11
 from pathlib import Path
 from time import monotonic, sleep
 from typing import Any
@@ -185,7 +186,7 @@ def test_a_waiting_caller_times_out_on_a_tiny_kind_that_turned_slow() -> None:
             manager.queue_task(tasks.sleep_for, 0).result(timeout=30)  # a tiny kind
         slow = manager.queue_task(tasks.sleep_for, 0.5)
         started = monotonic()
-        with pytest.raises(TimeoutError):
+        with pytest.raises(FuturesTimeoutError):
             slow.result(timeout=0.05)
         assert monotonic() - started < 0.4  # its own timeout, not the task's end
         assert slow.result(timeout=30) == 0.5
