@@ -97,12 +97,12 @@ class TaskFuture(Future[T]):
     to a worker keeps running (see ``TaskManager.cancel(fut, terminate=True)``).
 
     Its Condition and lists are made when first needed (to wait, to add a
-    callback): a queued task then costs a third of the memory and of the
-    submitting thread's time, and three objects for the cyclic garbage
-    collector to scan instead of five. A future nobody waited on or added a
-    callback to has nobody to notify: it starts running and is resolved
-    without a Condition at all (~7 us less per task on the supervisor), and
-    a finished one answers ``result()`` without making one.
+    callback), and its other attributes live inline (it never gets a
+    ``__dict__``): a queued task's future is 104 bytes, one object for the
+    cyclic garbage collector to scan instead of five. A future nobody waited
+    on or added a callback to has nobody to notify: it starts running and is
+    resolved without a Condition at all (~7 us less per task on the
+    supervisor), and a finished one answers ``result()`` without making one.
     """
 
     _task: Task | None = None

@@ -159,14 +159,14 @@ class Supervisor:
 
     def _send_directly(self) -> bool:
         """A worker waits for work: send it from this thread, saving the round trip
-        two thread hand-offs (here → supervisor → here) would cost.
-
-        Only while the supervisor thread waits on the backend (the loop is free)
-        and the backend allows it. False: the supervisor must be woken instead.
+        two thread hand-offs (here → supervisor → here) would cost. Only while the
+        supervisor thread waits on the backend (the loop is free) and the backend
+        allows it. False: the supervisor must be woken instead.
         """
+        if not self._backend.send_while_waiting:
+            return False
         with self._loop_if_free() as held:
-            if not self._backend.send_while_waiting or not held or not any(
-                    w.ready and not w.in_flight for w in self._state.pool_workers()):
+            if not held or not any(w.ready and not w.in_flight for w in self._state.pool_workers()):
                 return False  # workers still hold tasks: the supervisor batches what follows
             timed = self._dispatcher.dispatch_queued()
         return not timed  # a task's deadline: the supervisor must start watching it
