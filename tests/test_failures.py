@@ -163,19 +163,21 @@ def test_workers_recycled_after_every_task_under_a_waiting_caller(start_method: 
                 for i in range(30)] == [2 * i for i in range(30)]
 
 
+@pytest.mark.parametrize("priority", [False, True])
 @pytest.mark.parametrize("start_method", ["fork", "forkserver"])
 @pytest.mark.parametrize("worker_count", [1, 2])
 def test_after_a_caller_read_its_own_results_the_supervisor_hears_that_worker_again(
-    start_method: str, worker_count: int
+    start_method: str, worker_count: int, priority: bool
 ) -> None:
     """While a caller collects, the supervisor's wait() does not watch that pipe (one
     thread woken per result, not two); then it watches it again: the results of a kind
     not known to be tiny, which no caller collects, still arrive."""
     with TaskManager(plain_config(worker_count=worker_count,
                                   start_method=start_method)) as manager:
+        queue = manager.queue_task_with_priority if priority else manager.queue_task
         for i in range(50):
-            assert manager.queue_task(tasks.double, i).result(timeout=30) == 2 * i  # tiny now
-        slow = [manager.queue_task(tasks.sleep_for, 0.01) for _ in range(2 * worker_count)]
+            assert queue(tasks.double, i).result(timeout=30) == 2 * i  # tiny now
+        slow = [queue(tasks.sleep_for, 0.01) for _ in range(2 * worker_count)]
         assert [f.result(timeout=30) for f in slow] == [0.01] * len(slow)
         assert manager.queue_task(tasks.double, 7).result(timeout=30) == 14
 
