@@ -12,7 +12,7 @@ and from caller threads (arrivals), so the default one holds a lock.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from time import monotonic
 from typing import Protocol, runtime_checkable
@@ -109,23 +109,28 @@ class DefaultCollector:
         self.record_ends(((stamps, True),))
 
     def record_ends(self, ends: Iterable[tuple[TaskStamps, bool]]) -> None:
-        """Record ended tasks, ``(stamps, failed)`` each, in one step: the supervisor
-        hands over a worker's batch of results at once."""
+        """Record ended tasks, ``(stamps, failed)`` each, in one step."""
+        self.record_runs([(s.finished - s.started, s.wait_time, failed) for s, failed in ends])
+
+    def record_runs(self, runs: Sequence[tuple[float, float, bool]]) -> None:
+        """Record ended tasks, ``(execution seconds, wait seconds, failed)`` each, in
+        one step: the supervisor hands over a worker's batch of results at once. A
+        task with no measurable run (execution 0 or less) is counted, not timed."""
+        if not runs:
+            return
         now = monotonic()
-        count = 0
+        timed = [run for run in runs if run[0] > 0]
+        failed = sum(1 for run in runs if run[2])
         with self._lock:
-            for stamps, failed in ends:
-                count += 1
-                if failed:
-                    self._failed += 1
-                else:
-                    self._completed += 1
-                if stamps.finished > stamps.started:
-                    self._execution.record(stamps.finished - stamps.started)
-                    self._wait_total += stamps.wait_time
-                    self._waits += 1
-            if count:
-                self._endings.record(now, count)
+            self._failed += failed
+            self._completed += len(runs) - failed
+            self._execution.record_all([run[0] for run in timed])
+            wait_total = self._wait_total
+            for run in timed:
+                wait_total += run[1]
+            self._wait_total = wait_total
+            self._waits += len(timed)
+            self._endings.record(now, len(runs))
 
     def record_retry(self) -> None:
         with self._lock:

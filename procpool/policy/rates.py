@@ -9,6 +9,7 @@ one between threads hold their own lock.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 # Seconds of history behind a rate. Longer smooths out noise but notices a change in load
 # later; 2 s holds about 20 events at 10 tasks/s yet reacts within a few burst ticks.
@@ -165,19 +166,34 @@ class DurationHistogram:
 
     def record(self, seconds: float) -> None:
         """Add one duration (seconds, finite and >= 0)."""
-        if not 0 <= seconds < math.inf:  # also rejects NaN
-            raise ValueError(f"duration must be a finite number >= 0, got {seconds!r}")
-        if self._count:
-            if seconds < self._min:
-                self._min = seconds
-            elif seconds > self._max:
-                self._max = seconds
-            self._recent += self._smoothing * (seconds - self._recent)
-        else:
-            self._min = self._max = self._recent = seconds
-        self._count += 1
-        self._sum += seconds
-        self._counts[_bucket(seconds)] += 1
+        self.record_all((seconds,))
+
+    def record_all(self, durations: Sequence[float]) -> None:
+        """Add durations in order, as :meth:`record` one by one would: a worker's batch
+        of results costs one call, not one per task. An invalid duration raises and
+        adds none of them."""
+        if not durations:
+            return
+        if not (min(durations) >= 0 and sum(durations) < math.inf):  # also rejects NaN
+            bad = [seconds for seconds in durations if not 0 <= seconds < math.inf]
+            raise ValueError(
+                f"duration must be a finite number >= 0, got {bad[0] if bad else durations!r}")
+        if not self._count:
+            self._min = self._max = self._recent = durations[0]
+        self._min = min(self._min, *durations)
+        self._max = max(self._max, *durations)
+        recent, smoothing, total, counts = self._recent, self._smoothing, self._sum, self._counts
+        log, low, growth, last = math.log, HISTOGRAM_LOW, _LOG_GROWTH, _REGULAR + 1
+        for seconds in durations:  # bucket 0 below LOW, then one per growth step
+            recent += smoothing * (seconds - recent)
+            total += seconds
+            if seconds < low:
+                counts[0] += 1
+            else:
+                index = int(log(seconds / low) / growth) + 1
+                counts[index if index < last else last] += 1
+        self._recent, self._sum = recent, total
+        self._count += len(durations)
 
     def percentile(self, q: float) -> float:
         """The duration below which ``q`` percent of them fall (q in [0, 100]); 0.0 if empty."""
@@ -201,14 +217,6 @@ class DurationHistogram:
         else:  # geometric middle of the bucket: at most sqrt(growth) off either way
             value = HISTOGRAM_LOW * HISTOGRAM_GROWTH ** (index - 0.5)
         return min(max(value, self._min), self._max)
-
-
-def _bucket(seconds: float) -> int:
-    """Index of the bucket for a duration: 0 below LOW, then one per growth step."""
-    if seconds < HISTOGRAM_LOW:
-        return 0
-    index = int(math.log(seconds / HISTOGRAM_LOW) / _LOG_GROWTH) + 1
-    return min(index, _REGULAR + 1)
 
 
 class RecentShare:
@@ -243,8 +251,17 @@ class RecentShare:
 
     def record(self, part: float, whole: float) -> None:
         """Add one pair (finite, >= 0; the units cancel out)."""
-        if not (0 <= part < math.inf and 0 <= whole < math.inf):  # also rejects NaN
-            raise ValueError(f"part and whole must be finite and >= 0, got {part!r}, {whole!r}")
-        self._part = self._part * self._keep + part
-        self._whole = self._whole * self._keep + whole
-        self._count += 1
+        self.record_all(((part, whole),))
+
+    def record_all(self, pairs: Sequence[tuple[float, float]]) -> None:
+        """Add pairs in order, as :meth:`record` one by one would; an invalid pair
+        raises and adds none of them."""
+        keep, part_sum, whole_sum = self._keep, self._part, self._whole
+        for part, whole in pairs:
+            if not (0 <= part < math.inf and 0 <= whole < math.inf):  # also rejects NaN
+                raise ValueError(
+                    f"part and whole must be finite and >= 0, got {part!r}, {whole!r}")
+            part_sum = part_sum * keep + part
+            whole_sum = whole_sum * keep + whole
+        self._part, self._whole = part_sum, whole_sum
+        self._count += len(pairs)

@@ -26,7 +26,7 @@ from procpool.errors import (
 from procpool.metrics import TaskStamps
 from procpool.policy.retry import may_retry
 from procpool.supervisor.dispatch import take_in_flight
-from procpool.supervisor.state import Ended, PoolState
+from procpool.supervisor.state import PoolState, Ran
 from procpool.tasks import Task, TaskState
 from procpool.workers import WorkerHandle, WorkerState
 
@@ -53,7 +53,7 @@ class Recovery:
     # -- results --------------------------------------------------------------------
 
     def on_results(self, worker: WorkerHandle, outcomes: list[TaskOutcome]) -> None:
-        ran: list[Ended] = []
+        ran: list[Ran] = []
         for outcome in outcomes:
             task = take_in_flight(worker, outcome.task_id)
             if task is None:
@@ -63,19 +63,20 @@ class Recovery:
         if ran:
             self._state.records.end_all(ran)  # the batch's figures in one step
 
-    def _finish(self, task: Task, outcome: TaskOutcome, ran: list[Ended]) -> None:
+    def _finish(self, task: Task, outcome: TaskOutcome, ran: list[Ran]) -> None:
         """``outcome`` to ``task``'s future; what ran normally goes to ``ran`` for the
         figures, the rest is recorded here."""
-        records = self._state.records
-        stamps = TaskStamps(task.queued_at, outcome.started, outcome.finished)
         code = outcome.outcome
         if code != wire.UNREADABLE_TASK:  # it ran: its time says how to batch its kind
-            self._state.durations.record(task.kind, stamps.execution_time)
+            self._state.durations.record(task.kind, max(0.0, outcome.finished - outcome.started))
         if code in (wire.OK, wire.RAISED):
             failed = code == wire.RAISED
-            ran.append((stamps, failed, (outcome.cpu_seconds, outcome.wait_seconds)))
+            ran.append((task.queued_at, outcome, failed))
             self._settled.append((task, outcome.value, failed))
-        elif code == wire.RAISED_UNHEALTHY:
+            return
+        records = self._state.records
+        stamps = TaskStamps(task.queued_at, outcome.started, outcome.finished)
+        if code == wire.RAISED_UNHEALTHY:
             logger.warning("{} failed on an unhealthy worker: {!r}", task.describe(), outcome.value)
             self.retry_or_fail(task, outcome.value, stamps)
         elif code == wire.UNPICKLABLE_RESULT:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from time import monotonic
 from typing import Any
 
+from procpool.backends.base import TaskOutcome
 from procpool.config import Config
 from procpool.errors import ResourceCreationError, ShutdownError
 from procpool.metrics import DefaultCollector, TaskStamps
@@ -53,9 +54,9 @@ class Stats:
     starting_workers: int = 0  #: workers of any role still inside on_create
 
 
-#: What :meth:`Records.end` takes: a task's stamps, whether it failed, its CPU and
-#: run-queue seconds if measured.
-Ended = tuple[TaskStamps, bool, tuple[float, float] | None]
+#: A task that ran, as :meth:`Records.end_all` takes it: when it was queued, its
+#: worker's report, and whether it raised.
+Ran = tuple[float, TaskOutcome, bool]
 
 
 class Records:
@@ -76,25 +77,37 @@ class Records:
         self.executed_total = 0.0
         self.cpu = RecentShare()
 
-    def end(
-        self, stamps: TaskStamps, failed: bool, cpu_seconds: tuple[float, float] | None = None
-    ) -> None:
-        """A task ended; ``cpu_seconds`` is ``(cpu, waited for a core)`` when it ran in a
-        worker that measured them: its CPU share is of the time it could run."""
-        self.end_all([(stamps, failed, cpu_seconds)])
-
-    def end_all(self, ends: list[Ended]) -> None:
-        """Tasks ended, as :meth:`end`'s arguments each: a worker's batch in one step."""
-        self.ended_total += len(ends)
-        for stamps, _, cpu_seconds in ends:
-            execution = stamps.execution_time
-            self.executed_total += execution
-            if cpu_seconds is not None:
-                cpu, waited = max(0.0, cpu_seconds[0]), max(0.0, cpu_seconds[1])
-                self.cpu.record(cpu, max(cpu, execution - waited))
-        self.metrics.record_ends((stamps, failed) for stamps, failed, _ in ends)
+    def end(self, stamps: TaskStamps, failed: bool) -> None:
+        """A task ended with no report of its run from a worker (a timeout, a crash,
+        a result that could not travel): no CPU figures."""
+        self.ended_total += 1
+        self.executed_total += stamps.execution_time
+        self.metrics.record_ends(((stamps, failed),))
         if self.user is not None:
-            for stamps, failed, _ in ends:
+            (self.user.record_failure if failed else self.user.record_completion)(stamps)
+
+    def end_all(self, ran: list[Ran]) -> None:
+        """Tasks that ran, as their worker reported them: a batch in one step, and
+        no :class:`TaskStamps` made unless a user collector takes them. A task's CPU
+        share is of the time it could run (its wall time less its wait for a core)."""
+        runs: list[tuple[float, float, bool]] = []
+        shares: list[tuple[float, float]] = []
+        executed = self.executed_total
+        for queued, (_, _, _, started, finished, cpu, waited), failed in ran:
+            # (comparisons, not max(): this runs for every task)
+            execution = finished - started if finished > started else 0.0
+            executed += execution
+            used = cpu if cpu > 0.0 else 0.0
+            could_run = execution - waited if waited > 0.0 else execution
+            shares.append((used, could_run if could_run > used else used))
+            runs.append((execution, started - queued if started > queued else 0.0, failed))
+        self.executed_total = executed
+        self.ended_total += len(ran)
+        self.cpu.record_all(shares)
+        self.metrics.record_runs(runs)
+        if self.user is not None:
+            for queued, outcome, failed in ran:
+                stamps = TaskStamps(queued, outcome.started, outcome.finished)
                 (self.user.record_failure if failed else self.user.record_completion)(stamps)
 
     def end_now(self, task: Task) -> None:

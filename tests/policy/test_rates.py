@@ -215,6 +215,34 @@ def test_bad_durations_are_rejected(seconds: float) -> None:
         DurationHistogram().record(seconds)
 
 
+def test_a_batch_of_durations_records_what_one_by_one_recording_does() -> None:
+    rnd = random.Random(3)
+    values = [math.exp(rnd.uniform(-16.0, 12.0)) for _ in range(500)] + [0.0, HISTOGRAM_HIGH * 2]
+    batch, single = DurationHistogram(), DurationHistogram()
+    batch.record(0.25)
+    single.record(0.25)
+    batch.record_all(values)
+    for seconds in values:
+        single.record(seconds)
+
+    def reading(hist: DurationHistogram) -> tuple[float, ...]:
+        return (hist.count, hist.mean, hist.min, hist.max, hist.recent_mean,
+                *(hist.percentile(q) for q in (1, 25, 50, 90, 99, 99.9)))
+
+    assert reading(batch) == reading(single)
+
+
+@pytest.mark.parametrize("bad", [-0.001, math.nan, math.inf])
+def test_a_batch_with_a_bad_duration_adds_none_of_them(bad: float) -> None:
+    hist = DurationHistogram()
+    hist.record(0.5)
+    with pytest.raises(ValueError, match=f"duration must be a finite number >= 0, got {bad}"):
+        hist.record_all([0.1, bad, 0.2])
+    assert (hist.count, hist.mean, hist.min, hist.max) == (1, 0.5, 0.5, 0.5)
+    hist.record_all([])
+    assert hist.count == 1
+
+
 @pytest.mark.parametrize("q", [-1.0, 100.5, math.nan])
 def test_bad_percentiles_are_rejected(q: float) -> None:
     with pytest.raises(ValueError, match="percentile"):
@@ -267,6 +295,18 @@ def test_share_follows_a_change_of_workload_within_a_few_dozen_tasks() -> None:
 def test_share_rejects_bad_pairs(part: float, whole: float) -> None:
     with pytest.raises(ValueError, match="finite"):
         RecentShare().record(part, whole)
+
+
+def test_a_batch_of_pairs_records_what_one_by_one_recording_does() -> None:
+    pairs = [(i / 100, i / 50 + 0.01) for i in range(40)]
+    batch, single = RecentShare(), RecentShare()
+    batch.record_all(pairs)
+    for part, whole in pairs:
+        single.record(part, whole)
+    assert (batch.value, batch.count) == (single.value, single.count)
+    with pytest.raises(ValueError, match="finite"):
+        batch.record_all([(0.5, 1.0), (math.nan, 1.0)])
+    assert (batch.value, batch.count) == (single.value, single.count)  # none of them added
 
 
 def test_share_rejects_bad_smoothing() -> None:
