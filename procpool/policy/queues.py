@@ -41,6 +41,12 @@ class TaskQueues(Generic[T]):
         """The item :meth:`pop` would return, left in place."""
         return self.priority[0] if self.priority else self.normal[0]
 
+    def line(self) -> deque[T]:
+        """The level :meth:`pop` draws from now (the normal one when both are empty):
+        a caller taking many items pops its head directly until it empties, then
+        asks again, instead of two calls per item."""
+        return self.priority or self.normal
+
     def remove(self, item: T) -> bool:
         """Take out one queued item (a cancelled task). O(n); cancels are rare."""
         for level in (self.priority, self.normal):

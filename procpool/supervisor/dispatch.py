@@ -157,8 +157,13 @@ class Dispatcher:
         room = min(share, self._tasks_left(worker))
         kind: object = _NO_KIND  # the kind last looked up, and what it allows:
         tiny, limit = False, 1  # (a run of one function's tasks asks once)
-        while room > 0 and queues:
-            task = queues.peek()
+        line = queues.line()  # (nothing is queued while the caller holds the lock)
+        while room > 0:
+            if not line:
+                line = queues.line()
+                if not line:
+                    break
+            task = line[0]
             if task.alone:
                 tiny, limit, kind = False, 1, _NO_KIND
             elif task.kind is not kind:
@@ -168,7 +173,7 @@ class Dispatcher:
                 break  # it travels in a batch of its own (the next pass may send it)
             if held + len(batch) >= limit:
                 break
-            queues.pop()
+            line.popleft()
             if not mark_running(task):
                 if task.cancel_counted:
                     state.cancelled[task.priority] -= 1
