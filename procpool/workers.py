@@ -28,6 +28,10 @@ class WorkerState(enum.Enum):
     LEAVING = "leaving"  # takes nothing more; exits soon
     GONE = "gone"
 
+    # Members are singletons compared by identity, so hashing by identity is exact;
+    # Enum's own hash (of the name, in Python) would cost two calls per move().
+    __hash__ = object.__hash__
+
 
 _ALLOWED = {
     WorkerState.STARTING: {WorkerState.IDLE, WorkerState.LEAVING, WorkerState.GONE},
@@ -52,6 +56,7 @@ class WorkerHandle:
         "in_flight",
         "killed",
         "pid",
+        "ready",
         "ready_at",
         "role",
         "started_at",
@@ -63,6 +68,8 @@ class WorkerHandle:
         self.id = worker_id
         self.role = role
         self.state = WorkerState.STARTING
+        #: idle or busy: takes tasks (kept by move(); read for every dispatch)
+        self.ready = False
         self.pid: int | None = None
         #: tasks sent and not yet reported, in the order the worker runs them
         self.in_flight: deque[Task] = deque()
@@ -87,12 +94,10 @@ class WorkerHandle:
         if new is WorkerState.IDLE:
             self.idle_since = monotonic()
         self.state = new
+        self.ready = new is WorkerState.IDLE or new is WorkerState.BUSY
 
     @property
     def live(self) -> bool:
         """Counts toward the pool: starting, idle or busy (not leaving or gone)."""
         return self.state in (WorkerState.STARTING, WorkerState.IDLE, WorkerState.BUSY)
 
-    @property
-    def ready(self) -> bool:
-        return self.state in (WorkerState.IDLE, WorkerState.BUSY)

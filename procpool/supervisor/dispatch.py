@@ -79,6 +79,9 @@ class Dispatcher:
             placed = False
             for worker in hungry:
                 with state.lock:
+                    if not state.queues:  # it ran dry before this worker, still hungry:
+                        state.wants_work = True  # no second look at every worker needed
+                        return timed
                     batch = self._take(worker, share)
                 if batch:
                     placed = True
@@ -138,7 +141,8 @@ class Dispatcher:
                     if now - running[1] > max(PREFETCH_SECONDS, 2 * expected):
                         continue
             hungry.append(worker)
-        hungry.sort(key=lambda w: len(w.in_flight))
+        if len(hungry) > 1:
+            hungry.sort(key=lambda w: len(w.in_flight))
         return hungry
 
     def _take(self, worker: WorkerHandle, share: int) -> list[Task]:

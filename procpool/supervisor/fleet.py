@@ -69,7 +69,7 @@ class Fleet:
         worker = WorkerHandle(self._next_worker_id, role)
         self._next_worker_id += 1
         with self._state.lock:
-            self._state.workers[worker.id] = worker
+            self._state.add_worker(worker)
         self._backend.start_worker(worker.id)
         return worker
 
@@ -247,7 +247,7 @@ class Fleet:
     def on_gone(self, worker: WorkerHandle) -> None:
         worker.move(WorkerState.GONE)
         with self._state.lock:
-            self._state.workers.pop(worker.id, None)
+            self._state.remove_worker(worker.id)
 
     def leave_when_drained(self) -> None:
         """Once stopping and nothing is left to run, every worker leaves.

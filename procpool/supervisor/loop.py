@@ -40,11 +40,10 @@ Who owns what:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import Future
 from time import monotonic
 from typing import Any
@@ -163,26 +162,26 @@ class Supervisor:
         supervisor thread waits on the backend (the loop is free) and the backend
         allows it. False: the supervisor must be woken instead.
         """
-        if not self._backend.send_while_waiting:
+        if not self._backend.send_while_waiting or not self._try_loop():
             return False
-        with self._loop_if_free() as held:
-            if not held or not any(w.ready and not w.in_flight for w in self._state.pool_workers()):
+        try:
+            if not any(w.ready and not w.in_flight for w in self._state.pool_workers()):
                 return False  # workers still hold tasks: the supervisor batches what follows
             timed = self._dispatcher.dispatch_queued()
+        finally:
+            self._free_loop()
         return not timed  # a task's deadline: the supervisor must start watching it
 
-    @contextlib.contextmanager
-    def _loop_if_free(self) -> Iterator[bool]:
-        """Hold the loop here if nobody does (it is only ever tried); yields if held."""
+    def _try_loop(self) -> bool:
+        """Hold the loop here if nobody does: a caller's thread only ever tries it."""
         if not self._loop.acquire(blocking=False):
-            yield False
-            return
+            return False
         self._loop_owner = threading.get_ident()
-        try:
-            yield True
-        finally:
-            self._loop_owner = None
-            self._loop.release()
+        return True
+
+    def _free_loop(self) -> None:
+        self._loop_owner = None
+        self._loop.release()
 
     def collect(self, task: Task, timeout: float) -> None:
         """Before a caller's thread sleeps on ``task``'s future: when the loop is free
@@ -194,12 +193,12 @@ class Supervisor:
         state = self._state
         if not self._backend.collect_while_waiting or task.timeout is not None \
                 or state.lifecycle is not Lifecycle.RUNNING \
-                or not state.durations.is_tiny(task.kind):
+                or not state.durations.is_tiny(task.kind) or not self._try_loop():
             return
-        with self._loop_if_free() as held:
-            worker = held and next((w for w in state.pool_workers()
-                                    if len(w.in_flight) == 1 and w.in_flight[0] is task), None)
-            if not worker:
+        try:
+            worker = next((w for w in state.pool_workers()
+                           if len(w.in_flight) == 1 and w.in_flight[0] is task), None)
+            if worker is None:
                 return
             events = self._backend.collect(worker.id, min(timeout, COLLECT_SECONDS))
             if not events:
@@ -209,6 +208,8 @@ class Supervisor:
             # Anything but results (a worker leaving, gone): the loop's pass follows up.
             wake = wake or any(type(event) is not WorkerResults for event in events)
             self._recovery.resolve_settled()
+        finally:
+            self._free_loop()
         if wake:
             self._backend.wake()
 
@@ -355,8 +356,7 @@ class Supervisor:
         """Wait for the backend with the loop free, so that callers may send meanwhile."""
         timeout = self._next_timeout()
         self._recovery.resolve_settled()
-        self._loop_owner = None
-        self._loop.release()
+        self._free_loop()
         try:
             return self._backend.wait(timeout)
         finally:

@@ -131,7 +131,8 @@ class PoolState:
         self.immediate: deque[Task] = deque()  # run_task calls, oldest first
         self.cancelled = {False: 0, True: 0}  # queued-but-cancelled tasks, by priority
         self.lifecycle = Lifecycle.RUNNING
-        self.workers: dict[int, WorkerHandle] = {}
+        self.workers: dict[int, WorkerHandle] = {}  # changed by add_worker, remove_worker
+        self._pool_workers: list[WorkerHandle] = []
         self.next_task_id = 1
         # True when the last dispatch emptied the queue and left a worker hungry:
         # only then does a submission need to wake the supervisor. Otherwise
@@ -206,8 +207,20 @@ class PoolState:
 
     # -- workers ------------------------------------------------------------------
 
+    def add_worker(self, worker: WorkerHandle) -> None:
+        """Under ``lock``."""
+        self.workers[worker.id] = worker
+        self._pool_workers = [w for w in self.workers.values() if w.role in POOL_ROLES]
+
+    def remove_worker(self, worker_id: int) -> None:
+        """Under ``lock``."""
+        self.workers.pop(worker_id, None)
+        self._pool_workers = [w for w in self.workers.values() if w.role in POOL_ROLES]
+
     def pool_workers(self) -> list[WorkerHandle]:
-        return [w for w in self.workers.values() if w.role in POOL_ROLES]
+        """The base and burst workers, oldest first: a list made when the table
+        changes, not on each of the several reads per dispatch. Never changed in place."""
+        return self._pool_workers
 
     def stats(self) -> Stats:
         """Any thread: a snapshot taken under ``lock``."""
