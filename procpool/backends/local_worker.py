@@ -90,7 +90,7 @@ class LocalWorker:
         if self.conn is None:
             return
         try:
-            self.conn.send_bytes(wire.dumps_fast(message))
+            wire.send_message(self.conn, wire.dumps_fast(message))
         except OSError:
             pass  # it died: its end is reported (exit fd, exit report), its tasks re-queued then
 

@@ -1,6 +1,7 @@
 """The messages between the supervisor and a local worker process.
 
-One duplex pipe per worker carries them, one message per ``send_bytes``.
+One duplex pipe per worker carries them, one message per :func:`send_message`
+(read by ``Connection.recv_bytes``).
 Tasks and results travel in *batches*: when the pool is busy, one message
 moves many tasks, so pickling and system-call costs are paid per batch, not
 per task. Task ids travel outside the pickled payload, so that a payload that
@@ -21,8 +22,11 @@ Worker -> supervisor
 from __future__ import annotations
 
 import functools
+import os
 import pickle
+import struct
 import sys
+from multiprocessing.connection import Connection
 from typing import Any, ClassVar, NamedTuple
 
 # Outcome codes of one task inside :class:`Results`.
@@ -213,3 +217,22 @@ def _short_repr(obj: Any, limit: int = 80) -> str:
     except BaseException:
         text = f"<{type(obj).__qualname__} object>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def send_message(conn: Connection, data: bytes) -> None:
+    """Write ``data`` framed as ``Connection.send_bytes`` frames it, in one system call.
+
+    ``send_bytes`` writes a message over 16 KiB as two (the length, then the
+    bytes): the reader wakes on the first, finds half a message and sleeps
+    again, two wake-ups where one does. ``writev`` sends both parts at once,
+    without copying the bytes. Raises OSError as ``send_bytes`` does.
+    """
+    size = len(data)
+    header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
+    fd = conn.fileno()
+    sent = os.writev(fd, (header, data))
+    for part in (header, data):  # cut short (a signal, over 2 GiB): the rest, in order
+        rest = memoryview(part)[min(sent, len(part)):]
+        sent = max(0, sent - len(part))
+        while rest:
+            rest = rest[os.write(fd, rest):]

@@ -176,7 +176,7 @@ class _Outbox:
         ids = self.ids
         self.ids, self.outcomes, self.times, self.items = [], [], [], []
         try:
-            self.conn.send_bytes(wire.dumps_fast(message))
+            wire.send_message(self.conn, wire.dumps_fast(message))
         except OSError:
             self.progress[0] = ids[0] if len(ids) == 1 else -ids[0]
             raise
@@ -270,7 +270,7 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
         reason = unhealthy or leave_reason(spec, tasks_done, rss_reader)
         if reason is not None:
             outbox.flush()
-            conn.send_bytes(wire.dumps_fast(wire.Leaving(reason)))
+            wire.send_message(conn, wire.dumps_fast(wire.Leaving(reason)))
             return reason
         if finished - outbox.last_flush >= FLUSH_SECONDS:
             outbox.flush()
@@ -386,6 +386,6 @@ def worker_main(
 
 def _send_quietly(conn: Connection, message: Any) -> None:
     try:
-        conn.send_bytes(wire.dumps_fast(message))
+        wire.send_message(conn, wire.dumps_fast(message))
     except (OSError, ValueError):
         pass  # nobody is listening any more

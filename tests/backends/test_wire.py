@@ -1,10 +1,13 @@
 """How tasks are pickled (procpool.backends.wire.dumps): the C pickler where it means the
-same as cloudpickle, cloudpickle where it does not."""
+same as cloudpickle, cloudpickle where it does not; and how a message is framed on the pipe."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import pickle
 import sys
+import threading
 import types
 
 import cloudpickle
@@ -45,3 +48,53 @@ def test_a_module_registered_by_value_goes_by_value() -> None:
         assert pickle.loads(data)(None, 4) == 8
     finally:
         cloudpickle.unregister_pickle_by_value(tasks)
+
+
+# --- framing ------------------------------------------------------------------------------
+
+
+def _round_trip(sizes: list[int]) -> list[bytes]:
+    """Each size's message through send_message, as Connection.recv_bytes reads them."""
+    writer, reader = multiprocessing.Pipe(duplex=True)
+    got: list[bytes] = []
+    thread = threading.Thread(target=lambda: got.extend(reader.recv_bytes() for _ in sizes))
+    thread.start()  # a reader, so that a message larger than the socket's buffer gets through
+    try:
+        for size in sizes:
+            wire.send_message(writer, bytes([size % 251]) * size)
+    finally:
+        thread.join(timeout=30)
+        writer.close()
+        reader.close()
+    return got
+
+
+def test_a_message_is_framed_as_recv_bytes_reads_it_at_any_size() -> None:
+    sizes = [0, 1, 16383, 16384, 16385, 100_000, 3_000_000]
+    got = _round_trip(sizes)
+    assert [len(message) for message in got] == sizes
+    expected = [bytes([size % 251]) * size for size in sizes]
+    assert got == expected
+
+
+@pytest.mark.parametrize("first_write", [0, 2, 4, 10])
+def test_a_write_cut_short_sends_the_rest_in_order(
+    monkeypatch: pytest.MonkeyPatch, first_write: int
+) -> None:
+    real_writev = os.writev
+
+    def short_writev(fd: int, parts: list[bytes]) -> int:  # as a signal mid-write leaves it
+        return real_writev(fd, [b"".join(parts)[:first_write]])
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    assert _round_trip([40_000, 3]) == [bytes([40_000 % 251]) * 40_000, bytes([3]) * 3]
+
+
+def test_a_closed_connection_raises_oserror_as_send_bytes_does() -> None:
+    writer, reader = multiprocessing.Pipe(duplex=True)
+    reader.close()
+    with pytest.raises(OSError):
+        wire.send_message(writer, b"x" * 100)
+    writer.close()
+    with pytest.raises(OSError):
+        wire.send_message(writer, b"x")
