@@ -156,6 +156,15 @@ class TaskFuture(Future[T]):
                 return True
         return super().set_running_or_notify_cancel()
 
+    def _start(self) -> bool:
+        """For the pool, as its task is sent: RUNNING, unless it was cancelled while
+        queued (False). A re-queued task's future (a retry) is RUNNING and stays so."""
+        with _FIRST_USE:
+            if self._made_condition is None and self._state == PENDING:
+                self._state = RUNNING
+                return True
+        return self._state == RUNNING or super().set_running_or_notify_cancel()
+
     # (set_result and set_exception each finish in place if nobody waits: no
     # Condition made yet. Written out twice: they run once per task.)
 

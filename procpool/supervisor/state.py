@@ -248,8 +248,7 @@ def mark_running(task: Task) -> bool:
 
     A re-queued task (retry, lost worker) is already RUNNING: it stays so.
     """
-    future = task.future
-    return future.running() or future.set_running_or_notify_cancel()
+    return task.future._start()
 
 
 def cancel_all(tasks: list[Task], how: str) -> None:
