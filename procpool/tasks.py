@@ -157,13 +157,9 @@ class TaskFuture(Future[T]):
         return super().set_running_or_notify_cancel()
 
     def _start(self) -> bool:
-        """For the pool, as its task is sent: RUNNING, unless it was cancelled while
-        queued (False). A re-queued task's future (a retry) is RUNNING and stays so."""
-        with _FIRST_USE:
-            if self._made_condition is None and self._state == PENDING:
-                self._state = RUNNING
-                return True
-        return self._state == RUNNING or super().set_running_or_notify_cancel()
+        """For the pool, as its task is sent: RUNNING, or False if it was cancelled while
+        queued. A re-queued task's future (a retry, a lost worker) is RUNNING: it stays so."""
+        return self._state == RUNNING or self.set_running_or_notify_cancel()
 
     # (set_result and set_exception each finish in place if nobody waits: no
     # Condition made yet. Written out twice: they run once per task.)

@@ -18,7 +18,7 @@ from time import monotonic
 
 from procpool.backends.base import Backend, TaskSpec
 from procpool.policy.prefetch import PREFETCH_LIMIT, PREFETCH_SECONDS
-from procpool.supervisor.state import PoolState, mark_running
+from procpool.supervisor.state import PoolState
 from procpool.tasks import Task, TaskState
 from procpool.workers import WorkerHandle, WorkerRole, WorkerState
 
@@ -178,7 +178,7 @@ class Dispatcher:
             if held + len(batch) >= limit:
                 break
             line.popleft()
-            if not mark_running(task):
+            if not task.future._start():  # cancelled while queued
                 if task.cancel_counted:
                     state.cancelled[task.priority] -= 1
                 task.state = TaskState.DONE

@@ -53,27 +53,31 @@ class Recovery:
     # -- results --------------------------------------------------------------------
 
     def on_results(self, worker: WorkerHandle, outcomes: list[TaskOutcome]) -> None:
+        """Each outcome to its task: what returned or raised (nearly every task) is
+        settled here, the batch's figures in one step; the rest by :meth:`_finish_abnormal`."""
         ran: list[Ran] = []
+        settled = self._settled
+        durations = self._state.durations
         for outcome in outcomes:
             task = take_in_flight(worker, outcome.task_id)
             if task is None:
                 continue
             worker.tasks_done += 1
-            self._finish(task, outcome, ran)
+            code = outcome.outcome
+            if code != wire.UNREADABLE_TASK:  # it ran: its time says how to batch its kind
+                durations.record(task.kind, max(0.0, outcome.finished - outcome.started))
+            if code in (wire.OK, wire.RAISED):
+                failed = code == wire.RAISED
+                ran.append((task.queued_at, outcome, failed))
+                settled.append((task, outcome.value, failed))
+            else:
+                self._finish_abnormal(task, outcome)
         if ran:
-            self._state.records.end_all(ran)  # the batch's figures in one step
+            self._state.records.end_all(ran)
 
-    def _finish(self, task: Task, outcome: TaskOutcome, ran: list[Ran]) -> None:
-        """``outcome`` to ``task``'s future; what ran normally goes to ``ran`` for the
-        figures, the rest is recorded here."""
+    def _finish_abnormal(self, task: Task, outcome: TaskOutcome) -> None:
+        """An outcome other than a return or a raise: a retry, a pickling error, a re-send."""
         code = outcome.outcome
-        if code != wire.UNREADABLE_TASK:  # it ran: its time says how to batch its kind
-            self._state.durations.record(task.kind, max(0.0, outcome.finished - outcome.started))
-        if code in (wire.OK, wire.RAISED):
-            failed = code == wire.RAISED
-            ran.append((task.queued_at, outcome, failed))
-            self._settled.append((task, outcome.value, failed))
-            return
         records = self._state.records
         stamps = TaskStamps(task.queued_at, outcome.started, outcome.finished)
         if code == wire.RAISED_UNHEALTHY:

@@ -93,7 +93,7 @@ class Records:
         runs: list[tuple[float, float, bool]] = []
         shares: list[tuple[float, float]] = []
         executed = self.executed_total
-        for queued, (_, _, _, started, finished, cpu, waited), failed in ran:
+        for queued, (_, _, _, started, finished, cpu, waited), failed in ran:  # TaskOutcome
             # (comparisons, not max(): this runs for every task)
             execution = finished - started if finished > started else 0.0
             executed += execution
@@ -157,7 +157,7 @@ class PoolState:
         """The oldest ``run_task`` call not cancelled, marked running (``lock``)."""
         while self.immediate:
             task = self.immediate.popleft()
-            if mark_running(task):
+            if task.future._start():
                 return task
             task.state = TaskState.DONE
         return None
@@ -210,11 +210,14 @@ class PoolState:
     def add_worker(self, worker: WorkerHandle) -> None:
         """Under ``lock``."""
         self.workers[worker.id] = worker
-        self._pool_workers = [w for w in self.workers.values() if w.role in POOL_ROLES]
+        self._table_changed()
 
     def remove_worker(self, worker_id: int) -> None:
         """Under ``lock``."""
         self.workers.pop(worker_id, None)
+        self._table_changed()
+
+    def _table_changed(self) -> None:
         self._pool_workers = [w for w in self.workers.values() if w.role in POOL_ROLES]
 
     def pool_workers(self) -> list[WorkerHandle]:
@@ -241,14 +244,6 @@ class PoolState:
             ),
             starting_workers=sum(1 for w in workers if w.state is WorkerState.STARTING),
         )
-
-
-def mark_running(task: Task) -> bool:
-    """Move the future to RUNNING; False if it was cancelled while queued.
-
-    A re-queued task (retry, lost worker) is already RUNNING: it stays so.
-    """
-    return task.future._start()
 
 
 def cancel_all(tasks: list[Task], how: str) -> None:
