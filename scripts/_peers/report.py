@@ -109,6 +109,9 @@ METRICS = [
     ("rtt_mean_us", "round trip mean", "µs", False, "us", "roundtrip"),
     ("cpu_fresh_eff", "CPU efficiency, fresh pool", "%", True, "pct", "cpu"),
     ("cpu_after_tiny_eff", "CPU efficiency, after tiny tasks", "%", True, "pct", "cpu"),
+    ("cpu_fresh_busy", "workers busy with the CPU tasks, fresh pool", "%", True, "pct", "cpu"),
+    ("cpu_after_tiny_busy", "workers busy with the CPU tasks, after tiny", "%", True, "pct",
+     "cpu"),
     ("gap_median_us", "gap between two tasks on a worker", "µs", False, "us", "gap"),
     ("call_p50_us", "one submit call, p50", "µs", False, "us2", "caller"),
     ("call_max_ms", "worst single submit call", "ms", False, "ms", "caller"),
@@ -289,14 +292,19 @@ def render(run: Run) -> str:
                   f" right after {c['cpu_tiny']:,} tiny tasks. Efficiency = (serial CPU time /"
                   " 2) / wall. Serial, in the parent: "
                   f"{_number(statistics.median(cpu) if cpu else None, 's')} s CPU,"
-                  f" {_number(statistics.median(wall) if wall else None, 's')} s wall.", ""]
+                  f" {_number(statistics.median(wall) if wall else None, 's')} s wall."
+                  " Busy = the tasks' own run times in the workers, summed, / (2 x wall):"
+                  " the share of the wall time the pool left its workers running tasks,"
+                  " whatever the loop's speed in a worker (which can differ from the"
+                  " parent's by 10% or more with nothing but where its frame lies).", ""]
         rows = [[label(p), _cell(run, p, "cpu_fresh_wall_s", "s"),
-                 _cell(run, p, "cpu_fresh_eff", "pct"), _cell(run, p, "cpu_after_tiny_wall_s",
-                                                               "s"),
-                 _cell(run, p, "cpu_after_tiny_eff", "pct"), _bool(run.values(p, "both_up"))]
+                 _cell(run, p, "cpu_fresh_eff", "pct"), _cell(run, p, "cpu_fresh_busy", "pct"),
+                 _cell(run, p, "cpu_after_tiny_wall_s", "s"),
+                 _cell(run, p, "cpu_after_tiny_eff", "pct"),
+                 _cell(run, p, "cpu_after_tiny_busy", "pct"), _bool(run.values(p, "both_up"))]
                 for p in ran]
-        lines += _table(["pool", "fresh: wall s", "efficiency", "after tiny: wall s",
-                         "efficiency", "both workers up"], rows)
+        lines += _table(["pool", "fresh: wall s", "efficiency", "busy", "after tiny: wall s",
+                         "efficiency", "busy", "both workers up"], rows)
     if "gap" in f:
         lines += ["### Gap between two tasks on one worker", "",
                   f"{c['gap_tasks']} busy tasks of {c['gap_ms']:g} ms submitted at once; per"

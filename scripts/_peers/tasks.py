@@ -50,6 +50,17 @@ def spin_r(resource: object, n: int) -> int:
     return spin(n)
 
 
+def spin_timed(n: int) -> float:
+    """:func:`spin`, returning the seconds it ran where it ran (in the worker)."""
+    start = time.perf_counter()
+    spin(n)
+    return time.perf_counter() - start
+
+
+def spin_timed_r(resource: object, n: int) -> float:
+    return spin_timed(n)
+
+
 def busy(seconds: float) -> tuple[int, float, float]:
     """Keep the CPU busy ``seconds`` without sleeping; (pid, start, end) on the
     ``perf_counter`` clock (CLOCK_MONOTONIC on Linux, one clock for every process)."""
@@ -159,8 +170,8 @@ def stdlib_files() -> list[str]:
 
 #: procpool's form of each peer task.
 WITH_RESOURCE: dict[Callable[..., Any], Callable[..., Any]] = {
-    noop: noop_r, spin: spin_r, busy: busy_r, pid_after: pid_after_r, gate: gate_r,
-    score_file: score_file_r,
+    noop: noop_r, spin: spin_r, spin_timed: spin_timed_r, busy: busy_r, pid_after: pid_after_r,
+    gate: gate_r, score_file: score_file_r,
 }
 
 
