@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from time import monotonic
 from typing import Any
 
-from procpool.backends import forkserver, local_worker, wire
+from procpool.backends import forkserver, local_worker, polling, wire
 from procpool.backends.base import (
     Backend,
     Event,
@@ -51,10 +51,9 @@ FORK_SERVER_ROLE = "fork-server"
 #: task's own SIGTERM handler clean up; shorter frees the slot sooner.
 TERMINATE_GRACE_SECONDS = 0.2
 
-#: Start requests sent to the fork server and not yet answered. The server
-#: answers each one on the same socket; were requests written without bound
-#: while no reply is read, both ends would end up blocked in ``send()``. More
-#: lets a large pool fork a little sooner; a handful already keeps the server busy.
+#: Start requests sent to the fork server and not yet answered: it answers each on
+#: the same socket; were requests written without bound while no reply is read, both
+#: ends would block in ``send()``. A handful keeps the server busy.
 MAX_STARTS_IN_FLIGHT = 8
 
 _WAKE, _CONN, _SENTINEL, _SERVER = 0, 1, 2, 3
@@ -95,6 +94,7 @@ class LocalBackend(Backend):
         #: workers that ended while a caller collected from them, reported next wait()
         self._deferred_exits: list[tuple[LocalWorker, int | None]] = []
         self._collects = 0  # collect() calls that claimed a worker, ever
+        self._collect_window = polling.SpinWindow()  # how long collect() polls first
         _live_backends.add(self)
 
     # -- starting and stopping ---------------------------------------------
@@ -266,7 +266,7 @@ class LocalBackend(Backend):
             self._selector.unregister(worker.conn)
         events: list[Event] = []
         try:
-            if local_worker.readable_within(fd, timeout):
+            if polling.readable_within(fd, timeout, self._collect_window):
                 with self._read_lock:
                     if worker.conn is not None:
                         self._read_one(worker, events)

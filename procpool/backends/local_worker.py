@@ -10,7 +10,6 @@ object: it is signalled by pid, and its exit comes in the server's reports.
 from __future__ import annotations
 
 import os
-import select
 import signal
 import sys
 from collections.abc import Iterable
@@ -188,13 +187,6 @@ def exit_fd(process: BaseProcess) -> int:
         return os.pidfd_open(process.pid)  # type: ignore[arg-type]
     except (AttributeError, OSError):
         return process.sentinel
-
-
-def readable_within(fd: int, timeout: float) -> bool:
-    """True once ``fd`` has data (or its end closed) within ``timeout`` seconds."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return bool(poller.poll(max(0, int(timeout * 1000) + 1)))
 
 
 def fds_of(conns: Iterable[Connection | None]) -> list[int]:

@@ -1,0 +1,84 @@
+"""Waiting for a pipe (procpool.backends.polling): poll for the learnt window, then sleep."""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from collections.abc import Iterator
+from multiprocessing import Pipe
+
+import pytest
+
+from procpool.backends import polling
+from procpool.backends.worker import _message_reader
+from procpool.policy.spin import MOST_SECONDS
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def test_data_already_there_is_found_with_the_window_open_or_closed(
+        pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, b"x")
+    closed, opened = polling.SpinWindow(), polling.SpinWindow()
+    opened.seconds = MOST_SECONDS
+    assert polling.readable_within(r, 1.0, closed)
+    assert polling.readable_within(r, 1.0, opened)
+    assert 0 < closed.seconds <= MOST_SECONDS  # a short wait opened it
+    assert polling.readable_within(r, 1.0)  # no window at all
+
+
+def test_nothing_within_the_timeout_is_false_and_narrows_the_window(
+        pipe: tuple[int, int]) -> None:
+    r, _ = pipe
+    window = polling.SpinWindow()
+    window.seconds = MOST_SECONDS
+    assert not polling.readable_within(r, 0.01, window)
+    assert window.seconds == MOST_SECONDS / 2
+
+
+def test_a_closed_writer_counts_as_readable(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.close(w)
+    assert polling.readable_within(r, 1.0, polling.SpinWindow())
+
+
+def test_spinning_ends_when_data_arrives_or_when_its_time_is_up(
+        pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    poller = select.poll()
+    poller.register(r, select.POLLIN)
+    assert not polling.spin_until_readable(poller, 0.001)
+    writer = threading.Thread(target=os.write, args=(w, b"x"))
+    writer.start()
+    try:
+        assert polling.spin_until_readable(poller, 30.0)  # returns as the byte lands
+    finally:
+        writer.join()
+
+
+def test_a_worker_reads_every_message_in_order_whether_it_polls_or_sleeps() -> None:
+    mine, theirs = Pipe()
+    try:
+        next_message = _message_reader(mine)
+        theirs.send_bytes(b"first")  # there before the wait: opens the window
+        assert next_message() == b"first"
+        sender = threading.Thread(target=lambda: [theirs.send_bytes(b"%d" % i) for i in range(50)])
+        sender.start()
+        try:
+            assert [next_message() for _ in range(50)] == [b"%d" % i for i in range(50)]
+        finally:
+            sender.join()
+    finally:
+        mine.close()
+        theirs.close()
