@@ -3,8 +3,8 @@
 Like a waiter who lingers at a table where the next order always comes
 within a minute, and walks off at once from one where it never does. A thread
 that sleeps in ``poll`` and is woken by a write pays the wake-up of a sleeping
-CPU (20-40 us on a virtual machine), once on each side of a round trip: more
-than a tiny task costs. Polling the pipe for a short window first avoids that
+CPU (tens of microseconds on a virtual machine), once on each side of a round
+trip: more than a tiny task costs. Polling the pipe for a short window first avoids that
 when the answer comes soon, and costs up to that window of CPU when it does
 not. So the window follows the waits seen: a wait that ends a little after
 the window widens it to cover such a wait; a wait longer than
