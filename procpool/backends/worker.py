@@ -35,7 +35,8 @@ from time import monotonic, process_time
 from typing import Any
 
 from procpool.backends import polling, wire
-from procpool.tasks import ChunkFailed
+from procpool.policy.spin import MOST_BETWEEN_CHUNKS_SECONDS
+from procpool.tasks import ChunkFailed, MapChunk
 
 #: Longest a finished result waits in the worker before it is sent while the
 #: worker is still busy with its batch. Longer batches fewer results per
@@ -247,15 +248,17 @@ def _serve(conn: Connection, spec: WorkerSpec, resource: Any, progress: Any) -> 
     rss_reader = _rss_reader() if spec.max_memory else None
     next_message = _message_reader(conn)
     tasks_done = 0
+    ran_chunk = False  # the last task was a map chunk: the next comes soon
     while True:
         if not pending:
             outbox.flush()
-            message = wire.loads(next_message())
+            message = wire.loads(next_message(ran_chunk))
             if type(message) is wire.Leave:
                 return None
             _unpack(message, pending, outbox, progress)
             continue
         task_id, fn, args, kwargs = pending.popleft()
+        ran_chunk = type(fn) is MapChunk
         started = monotonic()
         cpu_started = process_time()
         progress[1] = started
@@ -296,15 +299,21 @@ def _unpack(message: wire.RunBatch, pending: deque[Any], outbox: _Outbox, progre
     pending.extend((task_id, *task) for task_id, task in zip(message.task_ids, tasks, strict=True))
 
 
-def _message_reader(conn: Connection) -> Callable[[], bytes]:
-    """The supervisor's next message. Between two tasks of a caller that submits one
-    at a time, the next comes within a round trip: polling for it a learnt window
-    first spares this worker's CPU the wake-up from sleep (see procpool.policy.spin)."""
+def _message_reader(conn: Connection) -> Callable[[bool], bytes]:
+    """The supervisor's next message; ``next_message(after_chunk)``.
+
+    Between two tasks of a caller that submits one at a time, the next comes
+    within a round trip, and between two chunks of a ``map`` within a few
+    milliseconds: polling for it first, for a window learnt from the last waits
+    of the same kind, spares the wake-up from sleep (see procpool.policy.spin).
+    """
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
-    window = polling.SpinWindow()
+    after_task = polling.SpinWindow()
+    after_chunk = polling.SpinWindow(most=MOST_BETWEEN_CHUNKS_SECONDS)
 
-    def next_message() -> bytes:
+    def next_message(after_a_chunk: bool) -> bytes:
+        window = after_chunk if after_a_chunk else after_task
         started = monotonic()
         if window.seconds:
             polling.spin_until_readable(poller, window.seconds)
