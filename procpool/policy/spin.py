@@ -27,8 +27,10 @@ MOST_SECONDS = 0.0002
 
 #: The widest window of a worker between two chunks of a ``map``: the caller
 #: sends the next chunk once it has taken the last one's values and sliced the
-#: next (0.5-2 ms for chunks of thousands of tiny items). Only while a ``map``
-#: runs: a stream of separate tasks never opens a window this wide.
+#: next. For chunks of thousands of tiny items a ceiling of 0.5 ms caught too
+#: few of those waits to matter, 2 ms most (scripts/bench_peers.py loops, A/B).
+#: Only while a ``map`` runs: a stream of separate tasks never opens a window
+#: this wide.
 MOST_BETWEEN_CHUNKS_SECONDS = 0.002
 
 #: A window narrower than this closes: too short to catch anything.

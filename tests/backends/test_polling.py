@@ -1,18 +1,23 @@
-"""Waiting for a pipe (procpool.backends.polling): poll for the learnt window, then sleep."""
+"""Waiting for a pipe (procpool.backends.polling): poll for the learnt window, then sleep;
+and a pool left idle stops polling."""
 
 from __future__ import annotations
 
 import os
 import select
 import threading
+import time
 from collections.abc import Iterator
 from multiprocessing import Pipe
 
+import psutil
 import pytest
 
+from procpool import Config, TaskManager
 from procpool.backends import polling
 from procpool.backends.worker import _message_reader
 from procpool.policy.spin import MOST_SECONDS
+from tests import tasks
 
 
 @pytest.fixture
@@ -82,3 +87,26 @@ def test_a_worker_reads_every_message_in_order_whether_it_polls_or_sleeps() -> N
     finally:
         mine.close()
         theirs.close()
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_a_pool_left_idle_after_round_trips_and_a_map_stops_polling(
+        start_method: str, workers: int) -> None:
+    config = Config(on_create=tasks.make_plain, worker_count=workers, resource_pool_size=0,
+                    start_method=start_method)
+    with TaskManager(config) as manager:
+        # Sequential round trips and a map's chunks open both windows of every worker.
+        assert [manager.queue_task(tasks.double, i).result() for i in range(300)] == [
+            2 * i for i in range(300)]
+        assert list(manager.map(tasks.double, range(20_000))) == [2 * i for i in range(20_000)]
+        processes = [psutil.Process(pid) for pid in manager.worker_pids()]
+        assert len(processes) == workers
+
+        def cpu_seconds() -> float:
+            return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+        before = cpu_seconds()
+        time.sleep(0.5)  # the subject: half a second with nothing to do
+        used = cpu_seconds() - before
+    # A worker polls at most one window (2 ms) after its last task, then sleeps.
+    assert used < 0.1 * workers, f"idle workers used {used:.3f} s of CPU in 0.5 s"
