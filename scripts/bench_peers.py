@@ -14,6 +14,8 @@ met or missed. The peers come with the ``bench`` extra (``pip install -e
 from __future__ import annotations
 
 import argparse
+import compileall
+import importlib.util
 import json
 import os
 import platform
@@ -130,8 +132,21 @@ def groups_for(figures: set[str]) -> list[tuple[str, set[str]]]:
             if figures & set(members)]
 
 
+def byte_compile_procpool() -> None:
+    """Compile procpool's modules to bytecode, as pip does when it installs a package.
+
+    The peers come from wheels, compiled at install; procpool often runs from its
+    source tree (an editable install), where under ``PYTHONDONTWRITEBYTECODE`` every
+    fresh interpreter would compile its modules again, inside the timed constructor.
+    """
+    spec = importlib.util.find_spec("procpool")  # finds it without running it here
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        compileall.compile_dir(folder, quiet=1)
+
+
 def run(args: argparse.Namespace, selected: list[str], figures: set[str]) -> report.Run:
     counts = dict(QUICK if args.quick else FULL)
+    byte_compile_procpool()
     if "cpu" in figures:
         counts["spin_n"] = calibrate_spin(counts["cpu_ms"])
     done = report.Run(pools=selected, figures=figures, counts=counts, reps=args.reps,
