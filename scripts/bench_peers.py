@@ -140,8 +140,9 @@ def byte_compile_procpool() -> None:
     fresh interpreter would compile its modules again, inside the timed constructor.
     """
     spec = importlib.util.find_spec("procpool")  # finds it without running it here
-    for folder in (spec.submodule_search_locations or []) if spec else []:
-        compileall.compile_dir(folder, quiet=1)
+    if spec is not None:
+        for folder in spec.submodule_search_locations or ():
+            compileall.compile_dir(folder, quiet=1)
 
 
 def run(args: argparse.Namespace, selected: list[str], figures: set[str]) -> report.Run:

@@ -43,6 +43,7 @@ from procpool.backends.forkserver import ForkServerClient
 from procpool.backends.local_worker import LocalWorker, single_threaded, start_process
 from procpool.backends.worker import SpecBox, WorkerSpec, kill_process_group
 from procpool.config import Config
+from procpool.policy.spin import SpinWindow
 
 #: Role of the fork server in :meth:`LocalBackend.helper_processes` (and in ``dump_stats``).
 FORK_SERVER_ROLE = "fork-server"
@@ -94,7 +95,7 @@ class LocalBackend(Backend):
         #: workers that ended while a caller collected from them, reported next wait()
         self._deferred_exits: list[tuple[LocalWorker, int | None]] = []
         self._collects = 0  # collect() calls that claimed a worker, ever
-        self._collect_window = polling.SpinWindow()  # how long collect() polls first
+        self._collect_window = SpinWindow()  # how long collect() polls first
         _live_backends.add(self)
 
     # -- starting and stopping ---------------------------------------------
@@ -401,9 +402,8 @@ class LocalBackend(Backend):
         for worker in list(self._workers.values()):
             if worker.server is not server:
                 continue
-            # A start it never answered: if the worker was forked it still says Ready
-            # (with its pid) on its pipe; if not, dropping our copy of its pipe end
-            # lets that pipe close, which reports it gone.
+            # A start it never answered: a forked worker still says Ready (with its pid)
+            # on its pipe; else dropping our copy of its pipe end reports it gone.
             worker.release_held_fds()
             if worker.conn is None:
                 self._on_exit(worker, None, events)

@@ -15,8 +15,6 @@ from time import monotonic
 
 from procpool.policy.spin import SpinWindow
 
-__all__ = ["SpinWindow", "readable_within", "spin_until_readable"]
-
 _give_way: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 

@@ -35,7 +35,7 @@ from time import monotonic, process_time
 from typing import Any
 
 from procpool.backends import polling, wire
-from procpool.policy.spin import MOST_BETWEEN_CHUNKS_SECONDS
+from procpool.policy.spin import MOST_BETWEEN_CHUNKS_SECONDS, SpinWindow
 from procpool.tasks import ChunkFailed, MapChunk
 
 #: Longest a finished result waits in the worker before it is sent while the
@@ -309,8 +309,8 @@ def _message_reader(conn: Connection) -> Callable[[bool], bytes]:
     """
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
-    after_task = polling.SpinWindow()
-    after_chunk = polling.SpinWindow(most=MOST_BETWEEN_CHUNKS_SECONDS)
+    after_task = SpinWindow()
+    after_chunk = SpinWindow(most=MOST_BETWEEN_CHUNKS_SECONDS)
 
     def next_message(after_a_chunk: bool) -> bytes:
         window = after_chunk if after_a_chunk else after_task

@@ -16,7 +16,7 @@ import pytest
 from procpool import Config, TaskManager
 from procpool.backends import polling
 from procpool.backends.worker import _message_reader
-from procpool.policy.spin import MOST_SECONDS
+from procpool.policy.spin import MOST_SECONDS, SpinWindow
 from tests import tasks
 
 
@@ -35,7 +35,7 @@ def test_data_already_there_is_found_with_the_window_open_or_closed(
         pipe: tuple[int, int]) -> None:
     r, w = pipe
     os.write(w, b"x")
-    closed, opened = polling.SpinWindow(), polling.SpinWindow()
+    closed, opened = SpinWindow(), SpinWindow()
     opened.seconds = MOST_SECONDS
     assert polling.readable_within(r, 1.0, closed)
     assert polling.readable_within(r, 1.0, opened)
@@ -46,7 +46,7 @@ def test_data_already_there_is_found_with_the_window_open_or_closed(
 def test_nothing_within_the_timeout_is_false_and_narrows_the_window(
         pipe: tuple[int, int]) -> None:
     r, _ = pipe
-    window = polling.SpinWindow()
+    window = SpinWindow()
     window.seconds = MOST_SECONDS
     assert not polling.readable_within(r, 0.01, window)
     assert window.seconds == MOST_SECONDS / 2
@@ -55,7 +55,7 @@ def test_nothing_within_the_timeout_is_false_and_narrows_the_window(
 def test_a_closed_writer_counts_as_readable(pipe: tuple[int, int]) -> None:
     r, w = pipe
     os.close(w)
-    assert polling.readable_within(r, 1.0, polling.SpinWindow())
+    assert polling.readable_within(r, 1.0, SpinWindow())
 
 
 def test_spinning_ends_when_data_arrives_or_when_its_time_is_up(
