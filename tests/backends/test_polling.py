@@ -89,7 +89,7 @@ def test_a_worker_reads_every_message_in_order_whether_it_polls_or_sleeps() -> N
         theirs.close()
 
 
-@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("workers", [1, 2, 3])
 def test_a_pool_left_idle_after_round_trips_and_a_map_stops_polling(
         start_method: str, workers: int) -> None:
     config = Config(on_create=tasks.make_plain, worker_count=workers, resource_pool_size=0,
@@ -110,3 +110,18 @@ def test_a_pool_left_idle_after_round_trips_and_a_map_stops_polling(
         used = cpu_seconds() - before
     # A worker polls at most one window (2 ms) after its last task, then sleeps.
     assert used < 0.1 * workers, f"idle workers used {used:.3f} s of CPU in 0.5 s"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_round_trips_on_a_cold_then_warm_pool_priority_or_not_give_every_result(
+        start_method: str, workers: int) -> None:
+    config = Config(on_create=tasks.make_plain, worker_count=workers, resource_pool_size=0,
+                    start_method=start_method)
+    with TaskManager(config) as manager:
+        submit = (manager.queue_task, manager.queue_task_with_priority)
+        # The first calls find every window closed, the later ones open.
+        got = [submit[i % 2](tasks.double, i).result(timeout=30) for i in range(400)]
+        assert got == [2 * i for i in range(400)]
+        futures = [submit[i % 2](tasks.double, i) for i in range(400)]  # a burst behind them
+        assert [f.result(timeout=30) for f in futures] == [2 * i for i in range(400)]
+        assert manager.queue_task(tasks.double, 7).result(timeout=30) == 14  # and one more
