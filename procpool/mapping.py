@@ -8,15 +8,16 @@ belt is topped up in one submission (one lock, one wake-up), so workers stay
 fed while the caller consumes.
 
 A :class:`Belt` keeps the trays (:class:`InOrder` for ``map``,
-:class:`AsDone` for ``map_unordered``); :func:`results` is the generator the
+:class:`AsDone` for ``map_unordered``); :func:`results` is the iterator the
 caller iterates, in its own thread. Leaving it early, an error, or dropping
 it closes the belt: what is still queued is cancelled, no more input is read.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures import TimeoutError as FuturesTimeoutError  # TimeoutError from 3.11
 from time import monotonic
@@ -184,8 +185,46 @@ class AsDone(Belt):
         return futures
 
 
-def results(belt: Belt) -> Iterator[Any]:
-    """Yield every value on ``belt``; an item's error is raised where that item is."""
+def results(belt: Belt) -> MapResults[Any]:
+    """Every value on ``belt``, in the caller's thread; see :class:`MapResults`."""
+    return MapResults(_values_by_chunk(belt))
+
+
+class MapResults(Iterator[T]):
+    """What ``map`` returns: an iterator that reads no item in Python.
+
+    A ``for`` loop (or ``sum``, ``list``...) gets the chain of the chunks'
+    values itself, so taking one value is C code alone, as taking one of a
+    list is (taking 20,000 values through a generator that popped them cost
+    ~0.9 ms here, this ~0.6 ms; ``map`` of tiny items 5-11% faster, A/B).
+    ``next()`` works too, one call slower; ``close()`` is what ``break`` on a
+    dropped generator does: what is still queued is cancelled.
+    """
+
+    __slots__ = ("_chunks", "_values")
+
+    def __init__(self, chunks: Generator[Iterator[T], None, None]) -> None:
+        self._chunks = chunks
+        self._values: Iterator[T] = itertools.chain.from_iterable(chunks)
+
+    def __iter__(self) -> Iterator[T]:
+        return self._values
+
+    def __next__(self) -> T:
+        return next(self._values)
+
+    def close(self) -> None:
+        self._chunks.close()
+
+
+#: Below every chunk's values on their list: where taking them stops.
+_END: Any = object()
+
+
+def _values_by_chunk(belt: Belt) -> Generator[Iterator[Any], None, None]:
+    """Each chunk's values as an iterator that pops them off their list: a value the
+    caller dropped is freed at once, and nothing is read in Python per item. An
+    item's error is raised after the values before it."""
     try:
         while True:
             future = belt.next_future()
@@ -193,9 +232,9 @@ def results(belt: Belt) -> Iterator[Any]:
                 return
             values, error = belt.values_of(future)
             del future
+            values.append(_END)
             values.reverse()
-            while values:  # pop, not iterate: a value the caller dropped is freed at once
-                yield values.pop()
+            yield iter(values.pop, _END)
             if error is not None:
                 raise error
     finally:

@@ -142,6 +142,26 @@ def test_buffersize_counts_items_when_chunks_are_sized_by_time() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("chunksize", [None, 1, 50])
+def test_map_results_taken_by_next_and_by_loops_alike_continue_each_other(
+        chunksize: int | None) -> None:
+    with TaskManager(config()) as manager:
+        list(manager.map(tasks.double, range(2000)))  # learnt: chunks of many items
+        results = manager.map(tasks.double, range(1000), chunksize=chunksize)
+        assert next(results) == 0
+        taken = []
+        for value in results:  # a loop takes the same values next() does
+            taken.append(value)
+            if len(taken) == 10:
+                break
+        assert taken == [2 * i for i in range(1, 11)]
+        assert next(results) == 22
+        assert list(results) == [2 * i for i in range(12, 1000)]
+        with pytest.raises(StopIteration):
+            next(results)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("chunksize", [None, 1, 50])
 def test_map_keeps_no_reference_to_a_result_it_yielded(chunksize: int | None) -> None:
     import weakref
 
