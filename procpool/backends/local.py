@@ -441,17 +441,15 @@ class LocalBackend(Backend):
             worker.conn = None
 
     def _read_one(self, worker: LocalWorker, events: list[Event]) -> None:
+        """Read the worker's pipe once: every whole message there (at least one)."""
         try:
-            event = worker.read_event()
+            events += worker.read_events()
         except (EOFError, OSError):
             self._close_conn(worker)
             # The sentinel or the server's exit report tells the end, once the process
             # is gone; a worker whose server died has nobody to tell: this is its end.
             if worker.server is not None and not worker.server.alive:
                 self._on_exit(worker, None, events)
-            return
-        if event is not None:
-            events.append(event)
 
 
 #: Local backends not yet closed, for the fds a ``fork`` child must drop.

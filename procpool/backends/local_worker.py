@@ -38,13 +38,15 @@ class LocalWorker:
 
     __slots__ = (
         "collected", "conn", "destroy_error", "exit_fd", "held_fds", "kill_at",
-        "pending_signal", "pid", "process", "progress", "reads_since_send", "server",
-        "worker_id",
+        "pending_signal", "pid", "process", "progress", "reader", "reads_since_send",
+        "server", "worker_id",
     )
 
     def __init__(self, worker_id: int, conn: Connection, progress: Any) -> None:
         self.worker_id = worker_id
         self.conn: Connection | None = conn
+        #: reads the pipe: every message there in one system call
+        self.reader = wire.MessageReader(conn.fileno())
         self.progress = progress
         self.process: BaseProcess | None = None
         #: readable once ``process`` exited: a pidfd where the OS has them, else its sentinel
@@ -93,14 +95,23 @@ class LocalWorker:
         except OSError:
             pass  # it died: its end is reported (exit fd, exit report), its tasks re-queued then
 
-    def read_event(self) -> Event | None:
-        """Read one message (it blocks until one is there) and say what it means.
+    def read_events(self) -> list[Event]:
+        """Read what the pipe holds (it blocks until a whole message is there) and say
+        what each message means, in order.
 
         Raises EOFError or OSError once the pipe is closed or broken.
         """
         assert self.conn is not None
-        self.reads_since_send += 1
-        message = wire.loads(self.conn.recv_bytes())
+        messages = self.reader.read()
+        self.reads_since_send += len(messages)
+        events = []
+        for data in messages:
+            event = self._event(wire.loads(data))
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _event(self, message: Any) -> Event | None:
         wid = self.worker_id
         kind = type(message)
         if kind is wire.Results:

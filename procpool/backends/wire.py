@@ -1,7 +1,7 @@
 """The messages between the supervisor and a local worker process.
 
 One duplex pipe per worker carries them, one message per :func:`send_message`
-(read by ``Connection.recv_bytes``).
+(read by ``Connection.recv_bytes``, or by a :class:`MessageReader`).
 Tasks and results travel in *batches*: when the pool is busy, one message
 moves many tasks, so pickling and system-call costs are paid per batch, not
 per task. Task ids travel outside the pickled payload, so that a payload that
@@ -236,3 +236,63 @@ def send_message(conn: Connection, data: bytes) -> None:
         sent = max(0, sent - len(part))
         while rest:
             rest = rest[os.write(fd, rest):]
+
+
+#: Bytes one read asks for: a pipe's whole default capacity (64 KiB on Linux).
+READ_SIZE = 65536
+
+
+class MessageReader:
+    """Whole messages from a pipe, framed as :func:`send_message` frames them, in as
+    few system calls as the data allows.
+
+    ``Connection.recv_bytes`` reads twice per message (its length, then its
+    bytes); one :meth:`read` here takes every message already in the pipe at
+    once. On the supervisor's thread that matters more than the call itself:
+    each read gives the GIL away, and a caller's thread that submits tasks
+    takes it until its next pause.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._held = bytearray()  # the start of a message whose rest is still to come
+        self._scratch = bytearray(READ_SIZE)  # read into: no allocation per read
+
+    def read(self) -> list[bytes]:
+        """Read once (blocking until data is there) and return every whole message
+        now held, in order; with none whole yet, read on until the first is (as
+        ``recv_bytes`` does). Raises EOFError at the end of the pipe, OSError as
+        ``os.readv`` does."""
+        messages: list[bytes] = []
+        while not messages:
+            count = os.readv(self._fd, (self._scratch,))
+            if not count:
+                raise EOFError("the pipe is closed")
+            with memoryview(self._scratch) as view:
+                self._held += view[:count]
+            messages = self._whole_messages()
+        return messages
+
+    def _whole_messages(self) -> list[bytes]:
+        held, start, messages = self._held, 0, []
+        with memoryview(held) as view:
+            while len(held) - start >= 4:
+                body, end = _frame(held, start)
+                if end > len(held):
+                    break
+                messages.append(bytes(view[body:end]))
+                start = end
+        del held[:start]
+        return messages
+
+
+def _frame(data: bytearray, start: int) -> tuple[int, int]:
+    """Where the body of the message framed at ``start`` begins and ends (the end may
+    lie beyond the data held, as it does while a long header is not yet whole)."""
+    (size,) = struct.unpack_from("!i", data, start)
+    if size != -1:
+        return start + 4, start + 4 + size
+    if len(data) - start < 12:
+        return start + 12, len(data) + 1  # beyond the data: its 8-byte length is to come
+    (size,) = struct.unpack_from("!Q", data, start + 4)
+    return start + 12, start + 12 + size

@@ -3,12 +3,15 @@ same as cloudpickle, cloudpickle where it does not; and how a message is framed 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
+import struct
 import sys
 import threading
 import types
+from collections.abc import Iterator
 
 import cloudpickle
 import pytest
@@ -98,3 +101,83 @@ def test_a_closed_connection_raises_oserror_as_send_bytes_does() -> None:
     writer.close()
     with pytest.raises(OSError):
         wire.send_message(writer, b"x")
+
+
+# -- MessageReader: every whole message in the pipe per read ---------------------------
+
+
+def _framed(body: bytes, long_header: bool = False) -> bytes:
+    """``body`` as send_message frames it (the 12-byte header: as for over 2 GiB)."""
+    header = struct.pack("!iQ", -1, len(body)) if long_header else struct.pack("!i", len(body))
+    return header + body
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def test_one_read_returns_every_whole_message_in_the_pipe_in_order(
+        pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.write(w, b"".join(_framed(body) for body in (b"one", b"", b"three")))
+    reader = wire.MessageReader(r)
+    assert reader.read() == [b"one", b"", b"three"]
+
+
+@pytest.mark.parametrize("long_header", [False, True])
+@pytest.mark.parametrize("cut", [1, 3, 4, 5, 8, 11, 12, 13])
+def test_a_message_cut_anywhere_comes_whole_once_its_rest_is_there(
+        pipe: tuple[int, int], long_header: bool, cut: int) -> None:
+    r, w = pipe
+    first, second = _framed(b"first"), _framed(b"second message", long_header)
+    data = first + second
+    reader = wire.MessageReader(r)
+    os.write(w, data[:len(first) + cut])  # the first whole, the second begun
+    assert reader.read() == [b"first"]
+    os.write(w, data[len(first) + cut:])
+    assert reader.read() == [b"second message"]
+
+
+def test_with_no_whole_message_yet_a_read_waits_for_the_first(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    body = bytes(range(256)) * 1000  # over a pipe's capacity: the writer blocks meanwhile
+    writer = threading.Thread(target=lambda: [os.write(w, part) for part in (
+        _framed(body)[:3], _framed(body)[3:], _framed(b"after"))])
+    writer.start()
+    reader = wire.MessageReader(r)
+    got = reader.read()
+    writer.join(timeout=30)
+    got += reader.read() if got == [body] else []
+    assert got == [body, b"after"]
+
+
+def test_messages_written_by_send_message_read_back_at_any_size() -> None:
+    writer, reader_conn = multiprocessing.Pipe(duplex=True)
+    sizes = [0, 1, 16384, 100_000, 3_000_000]
+    thread = threading.Thread(
+        target=lambda: [wire.send_message(writer, bytes([s % 251]) * s) for s in sizes])
+    thread.start()
+    reader = wire.MessageReader(reader_conn.fileno())
+    got: list[bytes] = []
+    try:
+        while len(got) < len(sizes):
+            got += reader.read()
+    finally:
+        thread.join(timeout=30)
+        writer.close()
+        reader_conn.close()
+    assert got == [bytes([s % 251]) * s for s in sizes]
+
+
+@pytest.mark.parametrize("left", [b"", b"\x00\x00", _framed(b"cut short")[:7]])
+def test_the_end_of_the_pipe_raises_eoferror(pipe: tuple[int, int], left: bytes) -> None:
+    r, w = pipe
+    os.write(w, left)  # nothing, or a message the writer never finished
+    os.close(w)
+    with pytest.raises(EOFError):
+        wire.MessageReader(r).read()
