@@ -306,20 +306,25 @@ def _message_reader(conn: Connection) -> Callable[[bool], bytes]:
     within a round trip, and between two chunks of a ``map`` within a few
     milliseconds: polling for it first, for a window learnt from the last waits
     of the same kind, spares the wake-up from sleep (see procpool.policy.spin).
+    One read takes every message already there (:class:`wire.MessageReader`).
     """
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
+    reader = wire.MessageReader(conn.fileno())
+    arrived: deque[bytes] = deque()
     after_task = SpinWindow()
     after_chunk = SpinWindow(most=MOST_BETWEEN_CHUNKS_SECONDS)
 
     def next_message(after_a_chunk: bool) -> bytes:
+        if arrived:
+            return arrived.popleft()
         window = after_chunk if after_a_chunk else after_task
         started = monotonic()
         if window.seconds:
             polling.spin_until_readable(poller, window.seconds)
-        data = conn.recv_bytes()
+        arrived.extend(reader.read())
         window.waited(monotonic() - started)
-        return data
+        return arrived.popleft()
 
     return next_message
 
