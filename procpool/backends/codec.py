@@ -16,6 +16,7 @@ from procpool.backends.base import TaskOutcome, TaskSpec
 from procpool.errors import RemoteError, RemoteTraceback, TaskPicklingError
 
 _RAISED = (wire.RAISED, wire.RAISED_UNHEALTHY)
+_new_tuple = tuple.__new__
 
 
 def encode_batch(tasks: Sequence[TaskSpec]) -> tuple[bytes, list[TaskSpec],
@@ -55,7 +56,9 @@ def decode_results(message: wire.Results) -> list[TaskOutcome]:
             outcome = wire.UNREADABLE_RESULT
         del data
         value = rebuild_exception(item) if outcome in _RAISED else item
-        decoded.append(TaskOutcome(task_id, outcome, value, started, finished, cpu, waited))
+        # (tuple.__new__: the NamedTuple without its Python __new__, once per task)
+        decoded.append(_new_tuple(TaskOutcome, (task_id, outcome, value, started, finished,
+                                                cpu, waited)))
     return decoded
 
 

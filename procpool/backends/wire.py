@@ -231,6 +231,8 @@ def send_message(conn: Connection, data: bytes) -> None:
     header = struct.pack("!i", size) if size <= 0x7FFFFFFF else struct.pack("!iQ", -1, size)
     fd = conn.fileno()
     sent = os.writev(fd, (header, data))
+    if sent == len(header) + size:
+        return
     for part in (header, data):  # cut short (a signal, over 2 GiB): the rest, in order
         rest = memoryview(part)[min(sent, len(part)):]
         sent = max(0, sent - len(part))

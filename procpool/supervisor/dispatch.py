@@ -106,7 +106,8 @@ class Dispatcher:
         worker.in_flight.extend(batch)
         if worker.state is WorkerState.IDLE:
             worker.move(WorkerState.BUSY)
-        specs = [TaskSpec(t.id, t.fn, t.args, t.kwargs) for t in batch]
+        new = tuple.__new__  # the NamedTuple without its Python __new__: once per task
+        specs = [new(TaskSpec, (t.id, t.fn, t.args, t.kwargs)) for t in batch]
         for task_id, error in self._backend.send(worker.id, specs):
             rejected = take_in_flight(worker, task_id)
             if rejected is not None:

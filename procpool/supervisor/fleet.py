@@ -43,6 +43,9 @@ FAILED_EXIT_SECONDS = 2.0
 #: safer for slow hooks; shorter raises sooner.
 FAILED_START_GRACE_SECONDS = 0.5
 
+#: Worker states with no hook running, so no hook deadline.
+_WORKING = (WorkerState.IDLE, WorkerState.BUSY)
+
 
 class Fleet:
     """Owns every change of a worker's state but those a result or a death makes."""
@@ -144,14 +147,13 @@ class Fleet:
             return []
         if state.lifecycle is Lifecycle.STOPPING and not state.has_work():
             return []
-        missing = []
-        for role, want in (
-            (WorkerRole.BASE, state.config.worker_count),
-            (WorkerRole.RESERVED, state.config.resource_pool_size),
-        ):
-            have = sum(1 for w in state.workers.values() if w.role is role and w.live)
-            missing += [role] * (want - have)
-        return missing
+        have = dict.fromkeys(WorkerRole, 0)
+        for worker in state.workers.values():  # one pass: this runs twice per loop pass
+            if worker.live:
+                have[worker.role] += 1
+        return ([WorkerRole.BASE] * (state.config.worker_count - have[WorkerRole.BASE])
+                + [WorkerRole.RESERVED]
+                * (state.config.resource_pool_size - have[WorkerRole.RESERVED]))
 
     def backing_off(self, now: float) -> bool:
         """True while on_create keeps failing and no new start may be tried yet.
@@ -183,9 +185,9 @@ class Fleet:
 
     def hook_deadline(self, worker: WorkerHandle) -> float | None:
         """When ``worker`` overruns ``on_create`` or ``on_destroy``; None: no limit applies."""
+        if worker.killed or (worker.state in _WORKING and worker.abandon_at is None):
+            return None  # (nearly every worker, nearly every pass)
         config = self._state.config
-        if worker.killed:
-            return None
         deadlines = []
         started, create = worker.started_at, config.create_timeout
         if worker.state is WorkerState.STARTING and started is not None and create is not None:
