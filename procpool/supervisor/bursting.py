@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from time import monotonic
 
 from procpool._log import logger
 from procpool.policy.burst import BurstController, BurstSnapshot
@@ -33,7 +32,10 @@ class BurstLoop:
             interval=self._interval,
             cooldown_ticks=cooldown_ticks(config.burst_cooldown, self._interval, None),
         )
-        self.next_tick = monotonic() + self._interval
+        #: None until the pool is up: the first decision comes a whole interval after
+        #: that, not after the constructor began (a slow start, forks and on_create,
+        #: would leave it no time to see a task finish, and it would size blind)
+        self.next_tick: float | None = None
         self._cores = usable_cores()
         self._held = ""  # why the last decision refused a start ("cpu", "no-gain")
 
@@ -44,6 +46,9 @@ class BurstLoop:
         return self.next_tick if self.controller.enabled and running else None
 
     def tick(self, now: float) -> None:
+        """Decide if a tick is due; the supervisor calls it on every pass once the pool is up."""
+        if self.next_tick is None:
+            self.next_tick = now + self._interval
         if not self.controller.enabled or now < self.next_tick:
             return
         state, fleet, interval = self._state, self._fleet, self._interval
