@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Iterator
 
 import psutil
@@ -36,3 +38,13 @@ def start_method(request: pytest.FixtureRequest) -> str:
     """The start methods the pool's behaviour is tested under (spawn: tests/backends)."""
     method: str = request.param
     return method
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    """A raw pipe ``(read fd, write fd)``, both ends closed after the test."""
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -240,7 +240,8 @@ def send_message(conn: Connection, data: bytes) -> None:
             rest = rest[os.write(fd, rest):]
 
 
-#: Bytes one read asks for: a pipe's whole default capacity (64 KiB on Linux).
+#: Bytes one read asks for: what a Linux pipe holds by default, and the order of a
+#: socket pair's buffer (a duplex ``multiprocessing.Pipe`` is one).
 READ_SIZE = 65536
 
 
@@ -278,23 +279,22 @@ class MessageReader:
     def _whole_messages(self) -> list[bytes]:
         held, start, messages = self._held, 0, []
         with memoryview(held) as view:
-            while len(held) - start >= 4:
-                body, end = _frame(held, start)
-                if end > len(held):
-                    break
-                messages.append(bytes(view[body:end]))
-                start = end
+            while (frame := _frame(held, start)) is not None and frame[1] <= len(held):
+                messages.append(bytes(view[frame[0]:frame[1]]))
+                start = frame[1]
         del held[:start]
         return messages
 
 
-def _frame(data: bytearray, start: int) -> tuple[int, int]:
+def _frame(data: bytearray, start: int) -> tuple[int, int] | None:
     """Where the body of the message framed at ``start`` begins and ends (the end may
-    lie beyond the data held, as it does while a long header is not yet whole)."""
+    lie beyond the data held); None while its header is not whole."""
+    if len(data) - start < 4:
+        return None
     (size,) = struct.unpack_from("!i", data, start)
     if size != -1:
         return start + 4, start + 4 + size
     if len(data) - start < 12:
-        return start + 12, len(data) + 1  # beyond the data: its 8-byte length is to come
+        return None  # its 8-byte length is still to come
     (size,) = struct.unpack_from("!Q", data, start + 4)
     return start + 12, start + 12 + size

@@ -25,6 +25,8 @@ from procpool.workers import WorkerHandle, WorkerRole, WorkerState
 #: No kind of task: what :meth:`Dispatcher._take` has looked up before its first task.
 _NO_KIND = object()
 
+_new_tuple = tuple.__new__
+
 
 class Dispatcher:
     """Owns the decision of what each worker is sent, and the sending itself."""
@@ -106,8 +108,8 @@ class Dispatcher:
         worker.in_flight.extend(batch)
         if worker.state is WorkerState.IDLE:
             worker.move(WorkerState.BUSY)
-        new = tuple.__new__  # the NamedTuple without its Python __new__: once per task
-        specs = [new(TaskSpec, (t.id, t.fn, t.args, t.kwargs)) for t in batch]
+        # (tuple.__new__: the NamedTuple without its Python __new__, once per task)
+        specs = [_new_tuple(TaskSpec, (t.id, t.fn, t.args, t.kwargs)) for t in batch]
         for task_id, error in self._backend.send(worker.id, specs):
             rejected = take_in_flight(worker, task_id)
             if rejected is not None:

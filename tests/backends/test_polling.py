@@ -7,7 +7,6 @@ import os
 import select
 import threading
 import time
-from collections.abc import Iterator
 from multiprocessing import Pipe
 
 import psutil
@@ -18,17 +17,6 @@ from procpool.backends import polling
 from procpool.backends.worker import _message_reader
 from procpool.policy.spin import MOST_SECONDS, SpinWindow
 from tests import tasks
-
-
-@pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    for fd in (r, w):
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def test_data_already_there_is_found_with_the_window_open_or_closed(

@@ -3,7 +3,6 @@ same as cloudpickle, cloudpickle where it does not; and how a message is framed 
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
 import os
 import pickle
@@ -11,7 +10,6 @@ import struct
 import sys
 import threading
 import types
-from collections.abc import Iterator
 
 import cloudpickle
 import pytest
@@ -112,13 +110,6 @@ def _framed(body: bytes, long_header: bool = False) -> bytes:
     return header + body
 
 
-@pytest.fixture
-def pipe() -> Iterator[tuple[int, int]]:
-    r, w = os.pipe()
-    yield r, w
-    for fd in (r, w):
-        with contextlib.suppress(OSError):
-            os.close(fd)
 
 
 def test_one_read_returns_every_whole_message_in_the_pipe_in_order(
