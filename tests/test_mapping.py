@@ -187,3 +187,24 @@ def test_a_pool_keeps_what_its_maps_and_tasks_measured_for_the_next_map() -> Non
         list(manager.map(tasks.token, range(3), chunksize=1))  # a plain task's time seeds a map
         seeded = times.get(kind_of(tasks.token))
         assert seeded is not None and seeded[1] == 1
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_maps_and_bursts_on_a_cold_then_warm_pool_give_every_result_in_order(
+        start_method: str, workers: int) -> None:
+    """Every value comes whole and in order whatever a read of the pipes brings at once
+    (one message or many), maps and plain tasks, priority or not, beside each other."""
+    with TaskManager(config(worker_count=workers, start_method=start_method)) as manager:
+        for _ in range(2):  # cold: nothing measured, windows closed; then warm
+            results = manager.map(tasks.double, range(3000))
+            assert next(results) == 0
+            urgent = [manager.queue_task_with_priority(tasks.double, -i) for i in range(20)]
+            assert list(results) == [2 * i for i in range(1, 3000)]
+            assert [f.result(timeout=WITHIN) for f in urgent] == [-2 * i for i in range(20)]
+            assert list(manager.map(tasks.double, range(500), chunksize=50)) == [
+                2 * i for i in range(500)]
+            assert sorted(manager.map_unordered(tasks.double, range(500))) == [
+                2 * i for i in range(500)]
+            burst = [manager.queue_task(tasks.double, i) for i in range(2000)]
+            assert [f.result(timeout=WITHIN) for f in burst] == [2 * i for i in range(2000)]
