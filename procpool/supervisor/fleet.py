@@ -147,13 +147,19 @@ class Fleet:
             return []
         if state.lifecycle is Lifecycle.STOPPING and not state.has_work():
             return []
-        have = dict.fromkeys(WorkerRole, 0)
-        for worker in state.workers.values():  # one pass: this runs twice per loop pass
+        base = reserved = 0  # one pass: this runs twice per loop pass
+        for worker in state.workers.values():
             if worker.live:
-                have[worker.role] += 1
-        return ([WorkerRole.BASE] * (state.config.worker_count - have[WorkerRole.BASE])
-                + [WorkerRole.RESERVED]
-                * (state.config.resource_pool_size - have[WorkerRole.RESERVED]))
+                role = worker.role
+                if role is WorkerRole.BASE:
+                    base += 1
+                elif role is WorkerRole.RESERVED:
+                    reserved += 1
+        config = state.config
+        base, reserved = config.worker_count - base, config.resource_pool_size - reserved
+        if base <= 0 and reserved <= 0:
+            return []  # (nearly every pass)
+        return [WorkerRole.BASE] * base + [WorkerRole.RESERVED] * reserved
 
     def backing_off(self, now: float) -> bool:
         """True while on_create keeps failing and no new start may be tried yet.

@@ -280,7 +280,7 @@ class Supervisor:
         return self._state.stats()
 
     def metrics(self) -> Metrics:
-        self._flush_arrivals()
+        self._state.records.flush_arrivals(self._state.lock)
         records = self._state.records
         if records.user is not None:
             result: Metrics = records.user.metrics()
@@ -318,7 +318,7 @@ class Supervisor:
             while not self._finished():
                 self._handle_all(self._wait())
                 now = monotonic()
-                self._flush_arrivals()
+                state.records.flush_arrivals(state.lock)
                 fleet.enforce_hook_timeouts(now)
                 if state.lifecycle is Lifecycle.KILLED:
                     fleet.kill_all()
@@ -381,15 +381,6 @@ class Supervisor:
             deadlines.append(self._fleet.hook_deadline(worker))
         due = [d for d in deadlines if d is not None]
         return max(0.0, min(due) - now) if due else None
-
-    def _flush_arrivals(self) -> None:
-        """Hand arrivals counted under the queue lock to the collector, in one step."""
-        records = self._state.records
-        with self._state.lock:
-            count, records.pending_arrivals = records.pending_arrivals, 0
-        if count:
-            records.arrived_total += count
-            records.metrics.record_arrivals(count)
 
     def _handle_all(self, events: list[Event]) -> None:
         """Handle what the backend reported. A function of its own, so that no event

@@ -77,6 +77,17 @@ class Records:
         self.executed_total = 0.0
         self.cpu = RecentShare()
 
+    def flush_arrivals(self, lock: threading.Lock) -> None:
+        """Hand the arrivals counted under ``lock`` (the queues') to the collector, in
+        one step. None counted: no lock taken (a count made meanwhile waits a pass)."""
+        if not self.pending_arrivals:
+            return
+        with lock:
+            count, self.pending_arrivals = self.pending_arrivals, 0
+        if count:  # (else another thread's metrics() took them meanwhile)
+            self.arrived_total += count
+            self.metrics.record_arrivals(count)
+
     def end(self, stamps: TaskStamps, failed: bool) -> None:
         """A task ended with no report of its run from a worker (a timeout, a crash,
         a result that could not travel): no CPU figures."""
