@@ -68,15 +68,13 @@ class Dispatcher:
         state = self._state
         timed, placed = False, True  # (the first pass always looks)
         while True:
-            hungry = self._hungry_workers()
+            hungry, ready = self._hungry_workers()
             with state.lock:
                 if not (state.queues and hungry and placed):
                     # Read with the queue under the same lock: a submission either
                     # sees this flag set, or it is in the queue this check looked at.
                     state.wants_work = not state.queues and bool(hungry)
                     return timed
-            ready = sum(1 for worker in state.pool_workers() if worker.ready)
-            with state.lock:
                 share = -(-len(state.queues) // max(1, ready))
             placed = False
             for worker in hungry:
@@ -120,8 +118,9 @@ class Dispatcher:
 
     # -- queued tasks ---------------------------------------------------------------
 
-    def _hungry_workers(self) -> list[WorkerHandle]:
-        """Ready pool workers that may take more now, emptiest first.
+    def _hungry_workers(self) -> tuple[list[WorkerHandle], int]:
+        """Ready pool workers that may take more now, emptiest first; and how many
+        pool workers are ready.
 
         A worker whose running task has run well past its kind's estimate
         (twice it, and at least PREFETCH_SECONDS) is not topped up: the
@@ -131,9 +130,11 @@ class Dispatcher:
         durations = self._state.durations
         now = monotonic()
         hungry = []
+        ready = 0
         for worker in self._state.pool_workers():
             if not worker.ready:
                 continue
+            ready += 1
             held = worker.in_flight
             if held:
                 if held[-1].alone or len(held) >= durations.refill_below(held[-1].kind):
@@ -146,7 +147,7 @@ class Dispatcher:
             hungry.append(worker)
         if len(hungry) > 1:
             hungry.sort(key=lambda w: len(w.in_flight))
-        return hungry
+        return hungry, ready
 
     def _take(self, worker: WorkerHandle, share: int) -> list[Task]:
         """Pop at most ``share`` tasks ``worker`` may take now, by strict priority
