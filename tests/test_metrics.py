@@ -255,3 +255,30 @@ def test_default_collector_memory_is_bounded() -> None:
     assert metrics.total_tasks_failed == 10_000
     assert metrics.total_tasks_retried == 1_000
     assert metrics.failure_rate == pytest.approx(0.1)
+
+
+class _CountingLock:
+    """A stand-in for the queue lock that counts how often it is taken."""
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def __enter__(self) -> None:
+        self.taken += 1
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def test_arrivals_counted_under_the_queue_lock_reach_the_collector_once() -> None:
+    from procpool.supervisor.state import Records
+
+    records = Records(plain_config())
+    lock = _CountingLock()
+    records.flush_arrivals(lock)  # type: ignore[arg-type]
+    assert (lock.taken, records.arrived_total) == (0, 0)  # none counted: no lock taken
+    records.pending_arrivals = 3
+    records.flush_arrivals(lock)  # type: ignore[arg-type]
+    records.flush_arrivals(lock)  # type: ignore[arg-type]
+    assert (lock.taken, records.arrived_total, records.pending_arrivals) == (1, 3, 0)
+    assert records.metrics._arrivals.total == 3
