@@ -26,7 +26,7 @@ FIGURES = {
     "roundtrip": ["rtt_p50_us", "rtt_p99_us", "rtt_mean_us"],
     "cpu": ["cpu_fresh_wall_s", "cpu_fresh_eff", "cpu_fresh_busy", "cpu_after_tiny_wall_s",
             "cpu_after_tiny_eff", "cpu_after_tiny_busy"],
-    "gap": ["gap_median_us"],
+    "gap": ["gap_median_us", "gap_mean_us"],
     "caller": ["call_p50_us", "call_max_ms"],
     "memory": ["rss_growth_mb"],
     "lifecycle": ["ctor_ms", "first_result_ms", "idle_stop_ms"],

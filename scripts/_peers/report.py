@@ -112,7 +112,8 @@ METRICS = [
     ("cpu_fresh_busy", "workers busy with the CPU tasks, fresh pool", "%", True, "pct", "cpu"),
     ("cpu_after_tiny_busy", "workers busy with the CPU tasks, after tiny", "%", True, "pct",
      "cpu"),
-    ("gap_median_us", "gap between two tasks on a worker", "µs", False, "us", "gap"),
+    ("gap_median_us", "gap between two tasks on a worker, median", "µs", False, "us", "gap"),
+    ("gap_mean_us", "gap between two tasks on a worker, mean", "µs", False, "us", "gap"),
     ("call_p50_us", "one submit call, p50", "µs", False, "us2", "caller"),
     ("call_max_ms", "worst single submit call", "ms", False, "ms", "caller"),
     ("rss_growth_mb", "caller RSS growth, tasks queued", "MB", False, "mb", "memory"),
@@ -140,7 +141,8 @@ TARGETS = [
     ("worst single submit call < 2 ms", "call_max_ms", "abs", "<", 2.0),
     ("real workload within 1.05x the best peer's best mode", "workload_best_s", "best", "<=",
      1.05),
-    ("gap between two tasks ≤ multiprocessing.Pool's", "gap_median_us", "mp", "<=", 1.0),
+    ("gap between two tasks ≤ multiprocessing.Pool's, median", "gap_median_us", "mp", "<=", 1.0),
+    ("gap between two tasks ≤ multiprocessing.Pool's, mean", "gap_mean_us", "mp", "<=", 1.0),
     ("idle stop < 50 ms", "idle_stop_ms", "abs", "<", 50.0),
     ("constructor → first result ≤ ProcessPoolExecutor's", "first_result_ms", "ppe", "<=",
      1.0),
@@ -308,10 +310,12 @@ def render(run: Run) -> str:
     if "gap" in f:
         lines += ["### Gap between two tasks on one worker", "",
                   f"{c['gap_tasks']} busy tasks of {c['gap_ms']:g} ms submitted at once; per"
-                  " worker, from one task's end to the next one's start.", ""]
+                  " worker, from one task's end to the next one's start. The mean is what"
+                  " a worker loses per task (the median hides a long tail).", ""]
         rows = [[label(p), _cell(run, p, "gap_median_us", "us"),
-                 _cell(run, p, "gap_p90_us", "us")] for p in ran]
-        lines += _table(["pool", "median µs", "p90 µs"], rows)
+                 _cell(run, p, "gap_mean_us", "us"), _cell(run, p, "gap_p90_us", "us")]
+                for p in ran]
+        lines += _table(["pool", "median µs", "mean µs", "p90 µs"], rows)
     if "caller" in f:
         lines += ["### What one submit call costs the caller", "",
                   f"Each of {c['caller_tasks']:,} `queue_task` / `submit` / `apply_async` /"
