@@ -20,8 +20,6 @@ class WorkerRole(enum.Enum):
     RESERVED = "reserved"  # serves run_task only
     TEMPORARY = "temporary"  # started for one run_task when every reserved one is busy
 
-    __hash__ = object.__hash__  # as WorkerState's: roles key the counts of every loop pass
-
 
 class WorkerState(enum.Enum):
     STARTING = "starting"  # process started, inside on_create
