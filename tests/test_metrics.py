@@ -275,10 +275,10 @@ def test_arrivals_counted_under_the_queue_lock_reach_the_collector_once() -> Non
 
     records = Records(plain_config())
     lock = _CountingLock()
-    records.flush_arrivals(lock)  # type: ignore[arg-type]
+    records.flush_arrivals(lock)
     assert (lock.taken, records.arrived_total) == (0, 0)  # none counted: no lock taken
     records.pending_arrivals = 3
-    records.flush_arrivals(lock)  # type: ignore[arg-type]
-    records.flush_arrivals(lock)  # type: ignore[arg-type]
+    records.flush_arrivals(lock)
+    records.flush_arrivals(lock)
     assert (lock.taken, records.arrived_total, records.pending_arrivals) == (1, 3, 0)
     assert records.metrics._arrivals.total == 3

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any
@@ -77,7 +78,7 @@ class Records:
         self.executed_total = 0.0
         self.cpu = RecentShare()
 
-    def flush_arrivals(self, lock: threading.Lock) -> None:
+    def flush_arrivals(self, lock: AbstractContextManager[object]) -> None:
         """Hand the arrivals counted under ``lock`` (the queues') to the collector, in
         one step. None counted: no lock taken (a count made meanwhile waits a pass)."""
         if not self.pending_arrivals:
