@@ -45,8 +45,11 @@ class Run:
             serial = self.serial[rep] if rep < len(self.serial) else {}
             for pool, r in results.items():
                 for key in ("cpu_fresh", "cpu_after_tiny"):
-                    if f"{key}_wall_s" in r and "cpu_s" in serial:
-                        r[f"{key}_eff"] = serial["cpu_s"] / 2 / r[f"{key}_wall_s"]
+                    wall = r.get(f"{key}_wall_s")
+                    if wall and "cpu_s" in serial:
+                        r[f"{key}_serial_eff"] = serial["cpu_s"] / 2 / wall
+                    if wall and "parallel_wall_s" in serial:
+                        r[f"{key}_eff"] = serial["parallel_wall_s"] / wall
                 modes = [r[f"workload_{m}_s"] for m in workload_modes(pool)
                          if f"workload_{m}_s" in r]
                 if modes:
@@ -109,6 +112,10 @@ METRICS = [
     ("rtt_mean_us", "round trip mean", "µs", False, "us", "roundtrip"),
     ("cpu_fresh_eff", "CPU efficiency, fresh pool", "%", True, "pct", "cpu"),
     ("cpu_after_tiny_eff", "CPU efficiency, after tiny tasks", "%", True, "pct", "cpu"),
+    ("cpu_fresh_serial_eff", "CPU efficiency against serial / 2, fresh pool", "%", True, "pct",
+     "cpu"),
+    ("cpu_after_tiny_serial_eff", "CPU efficiency against serial / 2, after tiny", "%", True,
+     "pct", "cpu"),
     ("cpu_fresh_busy", "workers busy with the CPU tasks, fresh pool", "%", True, "pct", "cpu"),
     ("cpu_after_tiny_busy", "workers busy with the CPU tasks, after tiny", "%", True, "pct",
      "cpu"),
@@ -134,8 +141,10 @@ TARGETS = [
     ("map, default arguments, within 1.5x the fastest peer's default map",
      "map_default_per_s", "best", ">=", 1 / 1.5),
     ("map chunksize=500 within 1.2x the best peer", "map500_per_s", "best", ">=", 1 / 1.2),
-    ("CPU efficiency ≥ 98%, fresh pool", "cpu_fresh_eff", "abs", ">=", 0.98),
-    ("CPU efficiency ≥ 98%, after tiny tasks", "cpu_after_tiny_eff", "abs", ">=", 0.98),
+    ("CPU efficiency ≥ 98% of ideal (two bare processes), fresh pool", "cpu_fresh_eff", "abs",
+     ">=", 0.98),
+    ("CPU efficiency ≥ 98% of ideal, after tiny tasks", "cpu_after_tiny_eff", "abs", ">=",
+     0.98),
     ("caller memory < 100 MB for 100,000 queued tasks", "rss_growth_mb", "abs", "<", 100.0),
     ("one submit call ≤ 5 µs median", "call_p50_us", "abs", "<=", 5.0),
     ("worst single submit call < 2 ms", "call_max_ms", "abs", "<", 2.0),
@@ -287,26 +296,30 @@ def render(run: Run) -> str:
         lines += _table(["pool", "p50 µs", "p99 µs", "mean µs"], rows)
     if "cpu" in f:
         cpu = [s["cpu_s"] for s in run.serial if "cpu_s" in s]
-        wall = [s["wall_s"] for s in run.serial if "wall_s" in s]
+        parallel = [s["parallel_wall_s"] for s in run.serial if "parallel_wall_s" in s]
+        serial_cpu = statistics.median(cpu) if cpu else None
+        ideal = statistics.median(parallel) if parallel else None
         lines += ["### CPU efficiency", "",
                   f"{c['cpu_tasks']} tasks of a ~{c['cpu_ms']:g} ms pure-Python loop submitted"
                   " one by one, on a fresh pool (both workers seen up first) and on another"
-                  f" right after {c['cpu_tiny']:,} tiny tasks. Efficiency = (serial CPU time /"
-                  " 2) / wall. Serial, in the parent: "
-                  f"{_number(statistics.median(cpu) if cpu else None, 's')} s CPU,"
-                  f" {_number(statistics.median(wall) if wall else None, 's')} s wall."
-                  " Busy = the tasks' own run times in the workers, summed, / (2 x wall):"
-                  " the share of the wall time the pool left its workers running tasks,"
-                  " whatever the loop's speed in a worker (which can differ from the"
-                  " parent's by 10% or more with nothing but where its frame lies).", ""]
-        rows = [[label(p), _cell(run, p, "cpu_fresh_wall_s", "s"),
-                 _cell(run, p, "cpu_fresh_eff", "pct"), _cell(run, p, "cpu_fresh_busy", "pct"),
-                 _cell(run, p, "cpu_after_tiny_wall_s", "s"),
-                 _cell(run, p, "cpu_after_tiny_eff", "pct"),
-                 _cell(run, p, "cpu_after_tiny_busy", "pct"), _bool(run.values(p, "both_up"))]
-                for p in ran]
-        lines += _table(["pool", "fresh: wall s", "efficiency", "busy", "after tiny: wall s",
-                         "efficiency", "busy", "both workers up"], rows)
+                  f" right after {c['cpu_tiny']:,} tiny tasks. Efficiency = ideal / wall,"
+                  " the ideal being the wall time of the same loops split over two"
+                  " processes forked from the parent, no pool between (per rep, beside the"
+                  f" serial run): {_number(ideal, 's')} s. Serial, in the parent:"
+                  f" {_number(serial_cpu, 's')} s CPU, so two bare processes ran at"
+                  f" {_number(serial_cpu / 2 / ideal if serial_cpu and ideal else None, 'pct')}"
+                  " of serial / 2; the table gives both efficiencies. Busy = the tasks' own"
+                  " run times in the workers, summed, / (2 x wall): the share of the wall"
+                  " time the pool left its workers running tasks, whatever the loop's speed"
+                  " there (one function can run a few per cent faster in one pool's workers"
+                  " and slower in another's: it varies with what ran before it).", ""]
+        rows = [[label(p)] + [_cell(run, p, f"{key}{metric}", "s" if metric == "_wall_s" else "pct")
+                              for key in ("cpu_fresh", "cpu_after_tiny")
+                              for metric in ("_wall_s", "_eff", "_serial_eff", "_busy")]
+                + [_bool(run.values(p, "both_up"))] for p in ran]
+        lines += _table(["pool", "fresh: wall s", "efficiency", "of serial / 2", "busy",
+                         "after tiny: wall s", "efficiency", "of serial / 2", "busy",
+                         "both workers up"], rows)
     if "gap" in f:
         lines += ["### Gap between two tasks on one worker", "",
                   f"{c['gap_tasks']} busy tasks of {c['gap_ms']:g} ms submitted at once; per"
