@@ -7,6 +7,7 @@ pool; the pool outlives its server. Timing lives in scripts/bench_startup.py.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -138,6 +139,66 @@ def test_the_main_module_runs_at_most_once_more_and_its_output_is_not_repeated(
     # forkserver and runs it once more. Never in the (9 or more) workers.
     assert done.stdout.count("main module ran") == (2 if threaded else 1), done.stdout
     assert done.stdout.count("done") == 1
+
+
+_FIRST_WORKERS_SCRIPT = """
+import json, os, signal, sys
+sys.path.insert(0, {root!r})
+import psutil
+from procpool import Config, TaskManager
+from tests import fork_server_tasks as fst
+from tests.polling import wait_until
+
+threads_at_fork = []
+real_fork = os.fork
+
+
+def counting_fork():
+    threads_at_fork.append(len(os.listdir("/proc/self/task")))
+    return real_fork()
+
+
+if __name__ == "__main__":
+    os.fork = counting_fork  # this process's forks only: the server forks with its own
+    config = Config(on_create=fst.make_resource, worker_count=2, resource_pool_size=1,
+                    start_method={start_method!r})
+    with TaskManager(config) as manager:
+        forks = list(threads_at_fork)
+        first = manager.worker_pids()
+        first_parents = [psutil.Process(pid).ppid() for pid in first]
+        servers = [p["pid"] for p in manager.dump_stats()["processes"]
+                   if p["role"] == "fork-server"]
+        os.kill(first[0], signal.SIGKILL)  # its replacement starts in a running pool
+        wait_until(lambda: bool(set(manager.worker_pids()) - set(first)), timeout=30)
+        later = set(manager.worker_pids()) - set(first)
+        print(json.dumps({{"forks": forks, "me": os.getpid(), "servers": servers,
+                          "first_parents": first_parents,
+                          "later_parents": [psutil.Process(pid).ppid() for pid in later]}}))
+"""
+
+
+@pytest.mark.parametrize("start_method", ["forkserver", "fork"])
+def test_a_single_threaded_caller_forks_the_first_workers_before_any_thread_starts(
+    tmp_path: Path, start_method: str
+) -> None:
+    # Forked from the caller's only thread, no lock can be copied held (and Python 3.12+
+    # has no reason to warn). Later workers come from the server, or with fork from
+    # the supervisor thread, as before.
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(_FIRST_WORKERS_SCRIPT).format(
+        root=str(ROOT), start_method=start_method))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=50, cwd=str(ROOT), check=False)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    expected_forks = 4 if start_method == "forkserver" else 3  # 3 workers (+ the server)
+    assert seen["forks"] == [1] * expected_forks
+    assert seen["first_parents"] == [seen["me"]] * 3
+    if start_method == "forkserver":
+        [server] = seen["servers"]
+        assert seen["later_parents"] == [server]
+    else:
+        assert seen["servers"] == [] and seen["later_parents"] == [seen["me"]]
 
 
 # == failures ==================================================================

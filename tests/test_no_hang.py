@@ -21,6 +21,7 @@ from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from time import monotonic
 from typing import Any
+from unittest import mock
 
 import psutil
 import pytest
@@ -342,6 +343,44 @@ def test_ctrl_c_in_the_constructor_leaves_no_process_behind(
     finally:
         app.kill()
         app.wait()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("thread_ran", [False, True], ids=["thread-never-ran", "thread-ran"])
+def test_ctrl_c_while_the_supervisor_thread_starts_leaves_no_process_behind(
+    start_method: str, thread_ran: bool, tmp_path: Path
+) -> None:
+    # A single-threaded caller's constructor forks its first workers (and the fork
+    # server) before its own thread starts; Ctrl-C can land inside Thread.start, before
+    # or after the new thread ran. Either way the constructor raises and kills them.
+    real_start = threading.Thread.start
+    before = set(descendants())
+    supervisors: list[threading.Thread] = []
+    forked: list[int] = []
+
+    def interrupted_start(thread: threading.Thread) -> None:
+        if thread.name == "procpool-supervisor":
+            supervisors.append(thread)
+            forked.extend(pid for pid in descendants() if pid not in before)
+            if thread_ran:
+                real_start(thread)
+            raise KeyboardInterrupt
+        real_start(thread)
+
+    hang = config(start_method, on_create=ht.note_pid_then_hang(str(tmp_path)),
+                  resource_pool_size=1)
+    with mock.patch("procpool.backends.local.single_threaded", return_value=True), \
+            mock.patch.object(threading.Thread, "start", interrupted_start), \
+            pytest.raises(KeyboardInterrupt):
+        TaskManager(hang)
+    assert len(forked) == (4 if start_method == "forkserver" else 3)  # 3 workers (+ server)
+    [supervisor] = supervisors
+    if thread_ran:
+        supervisor.join(WITHIN)
+        assert not supervisor.is_alive()
+    else:
+        assert supervisor.ident is None
+    wait_until(lambda: all_gone(forked), WITHIN)
 
 
 # == 5. done-callbacks that block ==============================================

@@ -13,6 +13,8 @@ Under the ``forkserver`` start method the workers are forked by the pool's
 own fork server (forkserver.py): a worker then has no ``Process`` object and
 no sentinel; the server's ``Exited`` report on its control connection (in
 the same selector) says when it ended, and its pid is signalled directly.
+A constructor running on the process's only thread forks the first workers
+itself, as ``fork`` does, and then the server (:meth:`LocalBackend.open`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import signal
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from time import monotonic
 from typing import Any
 
@@ -40,7 +42,12 @@ from procpool.backends.base import (
 )
 from procpool.backends.codec import encode_batch
 from procpool.backends.forkserver import ForkServerClient
-from procpool.backends.local_worker import LocalWorker, single_threaded, start_process
+from procpool.backends.local_worker import (
+    LocalWorker,
+    server_worker,
+    single_threaded,
+    start_process,
+)
 from procpool.backends.worker import SpecBox, WorkerSpec, kill_process_group
 from procpool.config import Config
 from procpool.policy.spin import SpinWindow
@@ -75,13 +82,12 @@ class LocalBackend(Backend):
         self._ctx: Any = None
         self._spec = SpecBox(None)
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._wake_pending = False
-        self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
+        self._wake_up = polling.WakeUpPipe()
+        self._selector.register(self._wake_up.fd, selectors.EVENT_READ, (_WAKE, None))
         self._workers: dict[int, LocalWorker] = {}
-        self._server: ForkServerClient | None = None  # started by the first start_worker
+        #: forked by open(), not yet asked for by the supervisor (start_worker)
+        self._forked_early: deque[LocalWorker] = deque()
+        self._server: ForkServerClient | None = None  # forked in open() or at the first start
         self._server_pid: int | None = None  # for other threads (helper_processes)
         self._pending: list[Event] = []  # events found outside wait(), returned by the next one
         #: forkserver only: worker ids waiting for a free start slot, oldest first
@@ -101,21 +107,27 @@ class LocalBackend(Backend):
     # -- starting and stopping ---------------------------------------------
 
     def open(self, config: Config[Any]) -> None:
+        """While this is the process's only thread, fork the first workers (which ``fork``
+        would fork from a threaded process, ``forkserver`` through its server), then the
+        server: no lock can be copied held, and a pool starts in milliseconds. Should a
+        fork fail, the supervisor's starts take the usual way and report what fails."""
         self._start_method = self._start_method or config.effective_start_method
         self._ctx = multiprocessing.get_context(self._start_method)
         self._spec = SpecBox(WorkerSpec.of(config))
-        if self._start_method == "forkserver" and single_threaded():
-            # Fork the server now, while this is the process's only thread: a pool
-            # then starts in milliseconds. Should that fail, the first start tries
-            # the usual way, and reports what goes wrong there.
-            lifelines = [fd for backend in list(_live_backends) for fd in backend._lifeline_fds()]
-            try:
-                self._adopt_server(ForkServerClient(self._spec, lifelines))
-            except Exception:
-                pass
+        if self._start_method not in ("fork", "forkserver") or not single_threaded():
+            return
+        fork = multiprocessing.get_context("fork")
+        with contextlib.suppress(Exception):
+            for number in range(1, config.worker_count + config.resource_pool_size + 1):
+                self._forked_early.append(start_process(fork, number, self._spec, _lifelines()))
+        if self._start_method == "forkserver":
+            with contextlib.suppress(Exception):
+                self._adopt_server(ForkServerClient(self._spec, list(_lifelines())))
 
     def start_worker(self, worker_id: int) -> None:
-        if self._start_method == "forkserver":
+        if self._forked_early:  # the supervisor's first starts: forked in open()
+            self._adopt_process(self._forked_early.popleft(), worker_id)
+        elif self._start_method == "forkserver":
             self._start_backlog.append(worker_id)
             self._start_waiting()
         else:
@@ -135,12 +147,14 @@ class LocalBackend(Backend):
                               WorkerGone(worker_id, None, None, None)]
 
     def _start_process(self, worker_id: int) -> None:
-        # A forked child copies every fd: it must drop the supervisor's end of
-        # every worker's pipe, in every pool of this process, or that worker
-        # never sees its pipe close when the supervisor dies (see worker.py).
-        lifelines = (fd for backend in list(_live_backends) for fd in backend._lifeline_fds())
-        worker = start_process(self._ctx, worker_id, self._spec, lifelines)
+        self._adopt_process(start_process(self._ctx, worker_id, self._spec, _lifelines()),
+                            worker_id)
+
+    def _adopt_process(self, worker: LocalWorker, worker_id: int) -> None:
+        """A started process becomes worker ``worker_id`` (one forked in :meth:`open`
+        is named after its place among the first: the supervisor numbers them from 1)."""
         assert worker.conn is not None and worker.pid is not None and worker.exit_fd is not None
+        worker.worker_id = worker_id
         self._workers[worker_id] = worker
         self._selector.register(worker.conn, selectors.EVENT_READ, (_CONN, worker))
         self._selector.register(worker.exit_fd, selectors.EVENT_READ, (_SENTINEL, worker))
@@ -148,23 +162,10 @@ class LocalBackend(Backend):
 
     def _start_from_server(self, worker_id: int) -> None:
         """Ask the fork server for the worker; its pid (or failure) comes back in wait()."""
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        try:  # what fails here (EMFILE) leaves no fd open
-            held = os.dup(child_conn.fileno())
-            try:
-                progress_fd, progress = forkserver.new_progress()
-            except BaseException:
-                os.close(held)
-                raise
-        except BaseException:
-            parent_conn.close()
-            raise
-        finally:
-            child_conn.close()
-        worker = LocalWorker(worker_id, parent_conn, progress)
-        worker.held_fds = [held, progress_fd]
+        worker = server_worker(self._ctx, worker_id)
+        assert worker.conn is not None
         self._workers[worker_id] = worker
-        self._selector.register(parent_conn, selectors.EVENT_READ, (_CONN, worker))
+        self._selector.register(worker.conn, selectors.EVENT_READ, (_CONN, worker))
         reason = "the fork server is gone"
         for _ in range(2):  # a server found dead on sending is replaced once
             try:
@@ -220,12 +221,17 @@ class LocalBackend(Backend):
         """This process's ends of the connections whose close tells a child that its
         supervisor is gone. Any thread may call it (a fork start in another pool)."""
         server = self._server
-        return local_worker.fds_of([w.conn for w in list(self._workers.values())]
-                      + ([server.conn] if server is not None else []))
+        workers = list(self._workers.values()) + list(self._forked_early)
+        return local_worker.fds_of([w.conn for w in workers]
+                                   + ([server.conn] if server is not None else []))
 
     def close(self) -> None:
         _live_backends.discard(self)
         self._start_backlog.clear()
+        for number, worker in enumerate(self._forked_early, 1):  # never asked for
+            worker.worker_id = -number
+            self._workers[-number] = worker
+        self._forked_early.clear()
         for worker in self._workers.values():
             if worker.process is None or not kill_process_group(worker.pid):
                 worker.signal(signal.SIGKILL)
@@ -239,8 +245,7 @@ class LocalBackend(Backend):
         for worker in list(self._workers.values()):
             self._forget(worker)
         self._selector.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wake_up.close()
 
     # -- work ----------------------------------------------------------------
 
@@ -300,12 +305,7 @@ class LocalBackend(Backend):
     # -- events --------------------------------------------------------------
 
     def wake(self) -> None:
-        if not self._wake_pending:
-            self._wake_pending = True
-            try:
-                os.write(self._wake_w, b"\0")
-            except (BlockingIOError, OSError):
-                pass  # the pipe is full (a wake-up is pending) or closed
+        self._wake_up.wake()
 
     def wait(self, timeout: float | None) -> list[Event]:
         events, self._pending = self._pending, []
@@ -322,12 +322,7 @@ class LocalBackend(Backend):
         for key, _ in self._selector.select(timeout):
             kind, source = key.data
             if kind == _WAKE:
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(self._wake_r, 4096):
-                        pass
-                # Cleared only after draining: a waker that finds the flag still set
-                # knows this thread has yet to return and look at the queues.
-                self._wake_pending = False
+                self._wake_up.drain()
             elif kind == _CONN:
                 # A caller that collected since select() may have read what it saw:
                 # then only a message still there is read (one poll more, only then).
@@ -456,3 +451,8 @@ class LocalBackend(Backend):
 _live_backends: weakref.WeakSet[LocalBackend] = weakref.WeakSet()
 
 
+def _lifelines() -> Iterator[int]:
+    """This process's ends of every worker's pipe, in every pool: a forked child must
+    drop them all, or that worker never sees its pipe close when its supervisor dies
+    (see worker.py)."""
+    return (fd for backend in list(_live_backends) for fd in backend._lifeline_fds())

@@ -187,6 +187,28 @@ def start_process(
     return worker
 
 
+def server_worker(ctx: Any, worker_id: int) -> LocalWorker:
+    """The record of a worker the fork server is to fork: its pipe, its progress slots,
+    and in ``held_fds`` the worker's ends of both, to send to the server. What fails
+    here (EMFILE) leaves no fd open."""
+    parent_conn, child_conn = ctx.Pipe(duplex=True)
+    try:
+        held = os.dup(child_conn.fileno())
+        try:
+            progress_fd, progress = new_progress()
+        except BaseException:
+            os.close(held)
+            raise
+    except BaseException:
+        parent_conn.close()
+        raise
+    finally:
+        child_conn.close()
+    worker = LocalWorker(worker_id, parent_conn, progress)
+    worker.held_fds = [held, progress_fd]
+    return worker
+
+
 def exit_fd(process: BaseProcess) -> int:
     """An fd that becomes readable when ``process`` exits.
 

@@ -1,4 +1,5 @@
-"""Waiting for a pipe: poll it for a learnt window (:mod:`procpool.policy.spin`), then sleep.
+"""Waiting for a pipe: poll it for a learnt window (:mod:`procpool.policy.spin`), then sleep;
+and the pipe that wakes a thread asleep in ``select``.
 
 Used on both ends of a round trip: by a worker waiting for its next task, and
 by a caller's thread waiting for its task's result (``LocalBackend.collect``).
@@ -8,6 +9,7 @@ While it polls, the thread gives its CPU to any other thread that wants it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 from collections.abc import Callable
@@ -42,3 +44,39 @@ def readable_within(fd: int, timeout: float, window: SpinWindow | None = None) -
     if window is not None:
         window.waited(monotonic() - started)
     return ready
+
+
+class WakeUpPipe:
+    """A pipe whose read end sits in a selector: any thread wakes the one asleep there.
+
+    One byte per sleep at most: a waker that finds a wake-up pending writes
+    nothing, so the pipe never fills with wake-ups nobody reads.
+    """
+
+    def __init__(self) -> None:
+        self.fd, self._write_fd = os.pipe()
+        os.set_blocking(self.fd, False)
+        os.set_blocking(self._write_fd, False)
+        self._pending = False
+
+    def wake(self) -> None:
+        """Any thread."""
+        if not self._pending:
+            self._pending = True
+            try:
+                os.write(self._write_fd, b"\0")
+            except OSError:
+                pass  # full (a wake-up is pending) or closed
+
+    def drain(self) -> None:
+        """The sleeping thread, once woken."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self.fd, 4096):
+                pass
+        # Cleared only after draining: a waker that finds the flag still set knows
+        # the woken thread has yet to return and look at what it was woken for.
+        self._pending = False
+
+    def close(self) -> None:
+        os.close(self.fd)
+        os.close(self._write_fd)

@@ -98,26 +98,29 @@ class Supervisor:
         # resolves futures; it is never waited for, only tried.
         self._loop = threading.Lock()
         self._loop_owner: int | None = None  # thread ident of the holder
+        #: taken, never released, by the one that closes the backend (see start())
+        self._backend_claim = threading.Lock()
 
     # == any thread ================================================================
 
     def start(self) -> None:
         """Start the thread and wait until every initial worker is ready.
 
-        Ctrl-C (any exception) while waiting kills what was started before it
-        propagates: no process outlives a constructor that did not return.
+        Ctrl-C (any exception) at any point kills what was started before it
+        propagates (``open`` may fork workers): no process outlives a constructor
+        that did not return. An interrupted ``Thread.start`` may or may not have run
+        the thread: the first to claim the backend, it or this, closes it.
         """
         try:
             self._backend.open(self.config)
-        except BaseException:
-            self._backend.close()
-            raise
-        self._thread.start()
-        try:
+            self._thread.start()
             self._state.started.wait()
         except BaseException:
-            self.begin_kill()
-            self._thread.join()
+            if self._backend_claim.acquire(blocking=False):  # the thread never ran
+                self._backend.close()
+            else:
+                self.begin_kill()
+                self._thread.join()
             raise
         if self._state.startup_error is not None:
             self._thread.join()
@@ -311,6 +314,8 @@ class Supervisor:
     # == supervisor thread ===========================================================
 
     def _run(self) -> None:
+        if not self._backend_claim.acquire(blocking=False):
+            return  # the constructor was interrupted before this ran, and closed the backend
         state, fleet, recovery = self._state, self._fleet, self._recovery
         self._hold_loop()
         try:

@@ -44,23 +44,23 @@ def dask_local() -> Backend:
 
 
 #: name -> a new, unopened backend
-class ForkedServerBackend(LocalBackend):
-    """The fork server forked from this process, as a single-threaded caller's is (the
-    test process has idle threads of its own, so it would start it the other way)."""
-
-    def __init__(self) -> None:
-        super().__init__("forkserver")
+class SingleThreadedCallerBackend(LocalBackend):
+    """As a single-threaded caller's backend: open() forks the first workers from this
+    process (and then, with forkserver, the server). The test process has idle threads
+    of its own, so it would start them the other way."""
 
     def open(self, config: Config[Any]) -> None:
         with mock.patch("procpool.backends.local.single_threaded", return_value=True):
             super().open(config)
-        assert self._server is not None  # forked now, not at the first start
+        assert len(self._forked_early) == config.worker_count + config.resource_pool_size
+        assert (self._server is not None) == (self._start_method == "forkserver")
 
 
 BACKENDS: dict[str, Callable[[], Backend]] = {
     "local-fork": lambda: LocalBackend("fork"),
     "local-forkserver": lambda: LocalBackend("forkserver"),
-    "local-forkserver-forked": ForkedServerBackend,
+    "local-fork-forked": lambda: SingleThreadedCallerBackend("fork"),
+    "local-forkserver-forked": lambda: SingleThreadedCallerBackend("forkserver"),
     "local-spawn": lambda: LocalBackend("spawn"),
     "dask-local": dask_local,
 }
