@@ -33,7 +33,8 @@ def default_start_method() -> str:
     copy a lock held by another thread into the child, which then deadlocks
     (Python 3.12+ warns about it). ``forkserver`` forks from a clean,
     single-threaded server process (procpool's own, one per pool, which has
-    imported the main module and ``on_create``'s module once): as safe as
+    imported the main module and ``on_create``'s module once; a caller that
+    runs a single thread forks the first workers itself): as safe as
     ``spawn``, and a worker started in a running pool takes a few ms instead
     of ~0.1 s (see BENCHMARKS.md, "Worker start-up").
     """
