@@ -118,29 +118,6 @@ def serial_cpu(counts: dict[str, Any]) -> dict[str, float]:
     return {"cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall}
 
 
-def parallel_cpu(counts: dict[str, Any]) -> dict[str, float]:
-    """The same spins split over ``WORKERS`` processes forked from here, no pool between:
-    the wall time this machine needs to run them in parallel, the ideal a pool's wall
-    time is held against (two CPUs of a VM can run one loop each slower than one alone)."""
-    share = -(-counts["cpu_tasks"] // pools.WORKERS)
-    start = time.perf_counter()
-    children = []
-    for _ in range(pools.WORKERS):
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover (the child)
-            code = 0
-            try:
-                for _ in range(share):
-                    tasks.spin_timed(counts["spin_n"])
-            except BaseException:
-                code = 1
-            os._exit(code)
-        children.append(pid)
-    failed = [pid for pid in children if os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]
-    wall = time.perf_counter() - start
-    return {} if failed else {"parallel_wall_s": wall}
-
-
 def serial_workload(counts: dict[str, Any]) -> dict[str, float]:
     files = tasks.stdlib_files()[: counts["files"]]
     table = tasks.build_table()
@@ -185,7 +162,6 @@ def run(args: argparse.Namespace, selected: list[str], figures: set[str]) -> rep
         serial: dict[str, float] = {}
         if "cpu" in figures:
             serial.update(serial_cpu(counts))
-            serial.update(parallel_cpu(counts))
         if "workload" in figures:
             serial.update(serial_workload(counts))
         done.serial.append(serial)

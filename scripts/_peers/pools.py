@@ -316,8 +316,10 @@ def measure_cpu(name: str, c: dict[str, Any]) -> dict[str, Any]:
     """``cpu_tasks`` calibrated spins submitted one by one on a fresh pool whose workers
     are both up, then on another right after ``cpu_tiny`` tiny tasks: wall seconds, and
     the share of it the workers spent in the tasks (their own times, summed, over
-    workers x wall): what the pool itself costs, whatever the loop's speed there."""
-    out: dict[str, Any] = {}
+    workers x wall): what the pool itself costs, whatever the loop's speed there. First
+    the ideal: the same spins in bare processes forked from this interpreter."""
+    out: dict[str, Any] = {
+        "cpu_ideal_wall_s": tasks.bare_parallel_wall(c["cpu_tasks"], c["spin_n"], WORKERS)}
     for key, tiny in (("cpu_fresh", 0), ("cpu_after_tiny", c["cpu_tiny"])):
         pool = open_pool(name)
         out["both_up"] = pool.ready() and out.get("both_up", True)

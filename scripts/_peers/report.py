@@ -48,8 +48,8 @@ class Run:
                     wall = r.get(f"{key}_wall_s")
                     if wall and "cpu_s" in serial:
                         r[f"{key}_serial_eff"] = serial["cpu_s"] / 2 / wall
-                    if wall and "parallel_wall_s" in serial:
-                        r[f"{key}_eff"] = serial["parallel_wall_s"] / wall
+                    if wall and "cpu_ideal_wall_s" in r:
+                        r[f"{key}_eff"] = r["cpu_ideal_wall_s"] / wall
                 modes = [r[f"workload_{m}_s"] for m in workload_modes(pool)
                          if f"workload_{m}_s" in r]
                 if modes:
@@ -296,29 +296,27 @@ def render(run: Run) -> str:
         lines += _table(["pool", "p50 µs", "p99 µs", "mean µs"], rows)
     if "cpu" in f:
         cpu = [s["cpu_s"] for s in run.serial if "cpu_s" in s]
-        parallel = [s["parallel_wall_s"] for s in run.serial if "parallel_wall_s" in s]
         serial_cpu = statistics.median(cpu) if cpu else None
-        ideal = statistics.median(parallel) if parallel else None
         lines += ["### CPU efficiency", "",
                   f"{c['cpu_tasks']} tasks of a ~{c['cpu_ms']:g} ms pure-Python loop submitted"
                   " one by one, on a fresh pool (both workers seen up first) and on another"
-                  f" right after {c['cpu_tiny']:,} tiny tasks. Efficiency = ideal / wall,"
-                  " the ideal being the wall time of the same loops split over two"
-                  " processes forked from the parent, no pool between (per rep, beside the"
-                  f" serial run): {_number(ideal, 's')} s. Serial, in the parent:"
-                  f" {_number(serial_cpu, 's')} s CPU, so two bare processes ran at"
-                  f" {_number(serial_cpu / 2 / ideal if serial_cpu and ideal else None, 'pct')}"
-                  " of serial / 2; the table gives both efficiencies. Busy = the tasks' own"
-                  " run times in the workers, summed, / (2 x wall): the share of the wall"
-                  " time the pool left its workers running tasks, whatever the loop's speed"
-                  " there (one function can run a few per cent faster in one pool's workers"
-                  " and slower in another's: it varies with what ran before it).", ""]
-        rows = [[label(p)] + [_cell(run, p, f"{key}{metric}", "s" if metric == "_wall_s" else "pct")
-                              for key in ("cpu_fresh", "cpu_after_tiny")
-                              for metric in ("_wall_s", "_eff", "_serial_eff", "_busy")]
+                  f" right after {c['cpu_tiny']:,} tiny tasks. Efficiency = ideal / wall, the"
+                  " ideal being the wall time of the same loops split over two processes"
+                  " forked, no pool between, from the interpreter the pool then runs in:"
+                  " forked, they share its memory layout as forked workers do, and that"
+                  " layout alone moves the loop's speed by up to ~15% from one interpreter"
+                  " to the next. \"Of serial / 2\" holds the wall against half the serial"
+                  f" CPU time measured in the parent ({_number(serial_cpu, 's')} s). Busy ="
+                  " the tasks' own run times in the workers, summed, / (2 x wall): the share"
+                  " of the wall time the pool left its workers running tasks, whatever the"
+                  " loop's speed there.", ""]
+        rows = [[label(p), _cell(run, p, "cpu_ideal_wall_s", "s")]
+                + [_cell(run, p, f"{key}{metric}", "s" if metric == "_wall_s" else "pct")
+                   for key in ("cpu_fresh", "cpu_after_tiny")
+                   for metric in ("_wall_s", "_eff", "_serial_eff", "_busy")]
                 + [_bool(run.values(p, "both_up"))] for p in ran]
-        lines += _table(["pool", "fresh: wall s", "efficiency", "of serial / 2", "busy",
-                         "after tiny: wall s", "efficiency", "of serial / 2", "busy",
+        lines += _table(["pool", "ideal s", "fresh: wall s", "efficiency", "of serial / 2",
+                         "busy", "after tiny: wall s", "efficiency", "of serial / 2", "busy",
                          "both workers up"], rows)
     if "gap" in f:
         lines += ["### Gap between two tasks on one worker", "",
