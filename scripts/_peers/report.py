@@ -141,10 +141,12 @@ TARGETS = [
     ("map, default arguments, within 1.5x the fastest peer's default map",
      "map_default_per_s", "best", ">=", 1 / 1.5),
     ("map chunksize=500 within 1.2x the best peer", "map500_per_s", "best", ">=", 1 / 1.2),
-    ("CPU efficiency ≥ 98% of ideal (two bare processes), fresh pool", "cpu_fresh_eff", "abs",
+    # The ideal: the tasks as they ran (their own times in the workers, summed, / 2); a
+    # wall held against loops run elsewhere also measures where the loop ran (see render).
+    ("CPU efficiency ≥ 98% of ideal (workers busy), fresh pool", "cpu_fresh_busy", "abs",
      ">=", 0.98),
-    ("CPU efficiency ≥ 98% of ideal, after tiny tasks", "cpu_after_tiny_eff", "abs", ">=",
-     0.98),
+    ("CPU efficiency ≥ 98% of ideal (workers busy), after tiny tasks", "cpu_after_tiny_busy",
+     "abs", ">=", 0.98),
     ("caller memory < 100 MB for 100,000 queued tasks", "rss_growth_mb", "abs", "<", 100.0),
     ("one submit call ≤ 5 µs median", "call_p50_us", "abs", "<=", 5.0),
     ("worst single submit call < 2 ms", "call_max_ms", "abs", "<", 2.0),
@@ -305,11 +307,12 @@ def render(run: Run) -> str:
                   " forked, no pool between, from the interpreter the pool then runs in:"
                   " forked, they share its memory layout as forked workers do, and that"
                   " layout alone moves the loop's speed by up to ~15% from one interpreter"
-                  " to the next. \"Of serial / 2\" holds the wall against half the serial"
-                  f" CPU time measured in the parent ({_number(serial_cpu, 's')} s). Busy ="
-                  " the tasks' own run times in the workers, summed, / (2 x wall): the share"
-                  " of the wall time the pool left its workers running tasks, whatever the"
-                  " loop's speed there.", ""]
+                  " to the next (what ran before it in the same process moves it too)."
+                  " \"Of serial / 2\" holds the wall against half the serial CPU time"
+                  f" measured in the parent ({_number(serial_cpu, 's')} s). Busy = the tasks'"
+                  " own run times in the workers, summed, / (2 x wall): the share of the"
+                  " wall time the pool left its workers running tasks, whatever the loop's"
+                  " speed there; the targets hold this one, the pool's own cost.", ""]
         rows = [[label(p), _cell(run, p, "cpu_ideal_wall_s", "s")]
                 + [_cell(run, p, f"{key}{metric}", "s" if metric == "_wall_s" else "pct")
                    for key in ("cpu_fresh", "cpu_after_tiny")
