@@ -152,7 +152,9 @@ class Backend(ABC):
         Called once, from the thread that builds the manager, before the
         supervisor thread starts. An exception here (a hook that cannot be
         pickled, a cluster that cannot be reached) propagates from the
-        manager's constructor as it is.
+        manager's constructor as it is. It may start workers ahead of their
+        :meth:`start_worker` (the local backend forks the first ones here while
+        the process has one thread); :meth:`close` ends those too, asked for or not.
         """
 
     @abstractmethod
