@@ -45,7 +45,7 @@ class DaskWorkerInfo(NamedTuple):
 
 
 def read_workers(info: dict[str, Any]) -> dict[str, DaskWorkerInfo]:
-    """The workers of a ``Client.scheduler_info()`` answer, by address."""
+    """The workers of a scheduler's ``identity`` answer, by address."""
     workers = {}
     for address, entry in info.get("workers", {}).items():
         metrics = entry.get("metrics") or {}
@@ -99,11 +99,15 @@ class SchedulerWatch:
             self._thread.join(timeout=5.0)
 
     def _read(self) -> dict[str, Any]:
-        """Every worker: newer Dask lists only a few unless asked for all (``n_workers=-1``)."""
+        """Every worker, asked of the scheduler itself. Not ``Client.scheduler_info()``: it
+        returns a copy the client's own periodic refresh overwrites, and newer Dask
+        refreshes it listing no worker at all, so a read racing that refresh saw every
+        worker gone (newer Dask also lists only a few unless asked for all)."""
+        identity = self._client.scheduler.identity
         try:
-            info: dict[str, Any] = self._client.scheduler_info(n_workers=-1)
+            info: dict[str, Any] = self._client.sync(identity, n_workers=-1)
         except TypeError:  # a Dask from before that argument: it lists them all
-            info = self._client.scheduler_info()
+            info = self._client.sync(identity)
         return info
 
     def _run(self) -> None:

@@ -204,8 +204,8 @@ def test_bursting_scales_a_given_cluster_up_and_down_and_destroys_every_resource
         n_workers=0, threads_per_worker=1, processes=True, dashboard_address=None,
         worker_dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"})
     with cluster, distributed.Client(cluster, set_as_default=False) as client:
-        def dask_workers() -> int:
-            return len(client.scheduler_info(n_workers=-1)["workers"])
+        def dask_workers() -> int:  # (scheduler_info() may answer from a stale copy)
+            return len(client.sync(client.scheduler.identity, n_workers=-1)["workers"])
 
         config = marker_config(tmp_path, worker_count=1, max_worker_count=3,
                                burst_interval=0.1, burst_cooldown=0.5)
@@ -228,6 +228,25 @@ def test_bursting_scales_a_given_cluster_up_and_down_and_destroys_every_resource
         wait_until(lambda: dask_workers() == 0, timeout=30)  # stop() scales it to nothing
     created, destroyed = created_and_destroyed(tmp_path)
     assert len(created) >= 2 and created == destroyed
+
+
+@pytest.mark.timeout(120)
+def test_the_worker_list_comes_from_the_scheduler_not_the_clients_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The client's own periodic refresh rewrites its copy listing no worker (newer Dask);
+    # a read of that copy once told the backend every worker had left the cluster.
+    from procpool.backends.dask_cluster import SchedulerWatch, read_workers
+
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+        worker_dashboard_address=None)
+    with cluster, distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(2, timeout=WITHIN)
+        stale = {"workers": {}}
+        monkeypatch.setattr(client, "scheduler_info", lambda *a, **k: stale)
+        watch = SchedulerWatch(client, lambda item: None, interval=1.0)
+        assert sorted(read_workers(watch._read())) == sorted(cluster.scheduler.workers)
 
 
 @pytest.mark.timeout(120)
