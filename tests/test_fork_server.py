@@ -1,8 +1,10 @@
 """procpool's own fork server (backends/forkserver.py), the ``forkserver`` start method.
 
 Structure, not speed: workers are children of the pool's server, which
-imported the user's module once; workers and the server come and go with the
-pool; the pool outlives its server. Timing lives in scripts/bench_startup.py.
+imported the user's module once (but for the first workers of a caller that
+runs a single thread: it forks those itself); workers and the server come and
+go with the pool; the pool outlives its server. Timing lives in
+scripts/bench_startup.py.
 """
 
 from __future__ import annotations
