@@ -41,6 +41,7 @@ from types import FrameType
 from typing import Any, NamedTuple, NoReturn
 
 from procpool.backends import wire
+from procpool.backends.polling import WakeUpPipe
 from procpool.backends.worker import SpecBox, kill_process_group, worker_main
 
 #: Name of the server process (as multiprocessing knows it).
@@ -287,13 +288,11 @@ class _Server:
         self.children: set[int] = set()
         self.open = True  # False: stop serving (told to stop, or the supervisor is gone)
         self.muted = False  # True: replies cannot be sent any more
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
+        self.wake_up = WakeUpPipe()  # written by the signal machinery (SIGCHLD)
         self.selector = selectors.DefaultSelector()
         self.selector.register(conn, selectors.EVENT_READ)
-        self.selector.register(self.wake_r, selectors.EVENT_READ)
-        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        self.selector.register(self.wake_up.fd, selectors.EVENT_READ)
+        signal.set_wakeup_fd(self.wake_up.write_fd, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, _on_sigchld)
 
     def run(self) -> None:
@@ -303,7 +302,7 @@ class _Server:
                 if key.fileobj is self.conn:
                     self._serve_request()
                 else:
-                    self._drain_wake_pipe()
+                    self.wake_up.drain()
             self._reap()
 
     def close(self) -> None:
@@ -311,8 +310,7 @@ class _Server:
         self.selector.close()
         self.sock.close()
         self.conn.close()
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        self.wake_up.close()
 
     def _serve_request(self) -> None:
         try:
@@ -357,8 +355,7 @@ class _Server:
             self.selector.close()
             self.sock.close()
             self.conn.close()
-            os.close(self.wake_r)
-            os.close(self.wake_w)
+            self.wake_up.close()
             # multiprocessing's own child start-up and exit (current_process(), after-fork
             # hooks, finalizers, flushing stdout/stderr): a worker behaves as one it started.
             # As its popen_fork does: exit handlers of the worker's own, then run at its end
@@ -405,13 +402,6 @@ class _Server:
             # The supervisor closed its end. Keep serving: a Stop it sent first is still
             # to be read (reads see it before the end of the stream), and must be obeyed.
             self.muted = True
-
-    def _drain_wake_pipe(self) -> None:
-        try:
-            while os.read(self.wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
 
 
 def _exited_child() -> int | None:

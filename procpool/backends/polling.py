@@ -47,16 +47,17 @@ def readable_within(fd: int, timeout: float, window: SpinWindow | None = None) -
 
 
 class WakeUpPipe:
-    """A pipe whose read end sits in a selector: any thread wakes the one asleep there.
+    """A pipe whose read end sits in a selector: any thread wakes the one asleep there
+    (or, given ``write_fd``, ``signal.set_wakeup_fd`` does on a signal).
 
     One byte per sleep at most: a waker that finds a wake-up pending writes
     nothing, so the pipe never fills with wake-ups nobody reads.
     """
 
     def __init__(self) -> None:
-        self.fd, self._write_fd = os.pipe()
+        self.fd, self.write_fd = os.pipe()
         os.set_blocking(self.fd, False)
-        os.set_blocking(self._write_fd, False)
+        os.set_blocking(self.write_fd, False)
         self._pending = False
 
     def wake(self) -> None:
@@ -64,7 +65,7 @@ class WakeUpPipe:
         if not self._pending:
             self._pending = True
             try:
-                os.write(self._write_fd, b"\0")
+                os.write(self.write_fd, b"\0")
             except OSError:
                 pass  # full (a wake-up is pending) or closed
 
@@ -79,4 +80,4 @@ class WakeUpPipe:
 
     def close(self) -> None:
         os.close(self.fd)
-        os.close(self._write_fd)
+        os.close(self.write_fd)
