@@ -8,6 +8,7 @@ server, so it reports the server's pid, not its own.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 IMPORTED_IN = os.getpid()
@@ -20,3 +21,8 @@ def make_resource() -> dict[str, int]:
 def origin(resource: Any) -> tuple[int, int, int]:
     """``(pid that imported this module, worker pid, worker's parent pid)``."""
     return IMPORTED_IN, os.getpid(), os.getppid()
+
+
+def started_at(resource: Any, label: str) -> tuple[str, float]:
+    """``(label, when it started)`` on the clock every process shares (CLOCK_MONOTONIC)."""
+    return label, time.monotonic()

@@ -203,6 +203,69 @@ def test_a_single_threaded_caller_forks_the_first_workers_before_any_thread_star
         assert seen["servers"] == [] and seen["later_parents"] == [seen["me"]]
 
 
+_COLD_AND_WARM_SCRIPT = """
+import json, os, sys
+sys.path.insert(0, {root!r})
+import psutil
+from procpool import Config, TaskManager
+from tests import fork_server_tasks as fst
+from tests import tasks
+from tests.polling import wait_until
+
+threads_at_fork = []
+real_fork = os.fork
+
+
+def counting_fork():
+    threads_at_fork.append(len(os.listdir("/proc/self/task")))
+    return real_fork()
+
+
+if __name__ == "__main__":
+    os.fork = counting_fork
+    seen = []
+    for _ in ("cold", "warm"):  # a second pool in the same process, once the first is gone
+        # (its threads are joined, but the OS may list one a moment longer: a pool built
+        # then takes the threaded path, correct but slower)
+        wait_until(lambda: len(os.listdir("/proc/self/task")) == 1, timeout=30)
+        del threads_at_fork[:]
+        config = Config(on_create=fst.make_resource, worker_count={workers},
+                        resource_pool_size=0, start_method={start_method!r})
+        with TaskManager(config) as manager:
+            forks = list(threads_at_fork)
+            parents = [psutil.Process(pid).ppid() for pid in manager.worker_pids()]
+            # Every worker busy, then normal tasks queued before one priority task.
+            blockers = [manager.queue_task(tasks.sleep_for, 0.3) for _ in range({workers})]
+            normal = [manager.queue_task(fst.started_at, f"n{{i}}") for i in range(4)]
+            first = manager.queue_task_with_priority(fst.started_at, "p")
+            starts = dict(f.result(timeout=30) for f in [*normal, first])
+            assert [b.result(timeout=30) for b in blockers] == [0.3] * {workers}
+        ahead = sum(1 for label, at in starts.items() if label != "p" and at < starts["p"])
+        seen.append({{"forks": forks, "parents": parents, "me": os.getpid(), "ahead": ahead}})
+    print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("start_method", ["forkserver", "fork"])
+def test_cold_and_warm_pools_of_a_single_threaded_caller_fork_their_own_first_workers(
+    tmp_path: Path, start_method: str, workers: int
+) -> None:
+    script = tmp_path / "app.py"
+    script.write_text(textwrap.dedent(_COLD_AND_WARM_SCRIPT).format(
+        root=str(ROOT), start_method=start_method, workers=workers))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=50, cwd=str(ROOT), check=False)
+    assert done.returncode == 0, done.stderr
+    expected_forks = workers + (1 if start_method == "forkserver" else 0)
+    for pool in json.loads(done.stdout):
+        assert pool["forks"] == [1] * expected_forks, pool  # before any thread of the pool's
+        assert pool["parents"] == [pool["me"]] * workers
+        # Strict priority on these workers too: the priority task goes to the first worker
+        # that frees up; only the other workers' first normal tasks may start before it.
+        assert pool["ahead"] <= workers - 1, pool
+
+
 # == failures ==================================================================
 
 
